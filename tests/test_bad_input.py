@@ -1,6 +1,7 @@
 """Every malformed input exits 2 with a message naming the file, the line and the field."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,44 +10,56 @@ from circuit_breakers.cli import main
 
 BAD = Path(__file__).parent / "data" / "bad"
 
-# file -> (line, field) that the error must name; field None = a file-level error
-CASES = {
-    "malformed_json.jsonl": (1, None),
-    "invalid_utf8.jsonl": (1, None),
-    "unknown_field.jsonl": (1, "prioirty"),
-    "unknown_role.jsonl": (1, "messages[0].role"),
-    "wrong_type_content.jsonl": (1, "messages[0].content"),
-    "undeclared_tool.jsonl": (1, "messages[1].tool_calls[0].name"),
-    "empty_assistant.jsonl": (1, "messages[1].content"),
-    "split_class_mismatch.jsonl": (1, "split"),
-    "duplicate_id.jsonl": (2, "id"),
-    "empty_file.jsonl": (None, None),
-    "unrecognized_row.jsonl": (1, "messages"),
-    "pair_unknown_key.jsonl": (1, "temperature"),
-    "seed_both_completions.jsonl": (1, "harmful_completion"),
-    "negative_weight.jsonl": (1, "weight"),
-    "bad_loss_on.jsonl": (1, "loss_on"),
-    "not_an_object.jsonl": (1, None),
-    "tool_calls_on_user.jsonl": (1, "messages[0]"),
-    "span_outside_text.jsonl": (1, "spans[0]"),
-    "no_messages.jsonl": (1, "messages"),
-}
+sys.path.insert(0, str(Path(__file__).parent / "reliability"))
+import bad_cases  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    work = tmp_path_factory.mktemp("bad")
+    models, results = bad_cases.run_all(work)
+    torch.set_num_threads(before)
+    return models, {r.case.name: r for r in results}, work
 
 
 def test_corpus_is_complete():
-    assert sorted(p.name for p in BAD.glob("*.jsonl")) == sorted(CASES)
+    """Every file in tests/data/bad is used by a case, and the corpus has >= 30 cases."""
+    used = {a.split("/")[-1] for c in bad_cases.CASES for a in c.argv if a.startswith("{bad}/")}
+    on_disk = {p.name for p in BAD.iterdir() if p.suffix in (".jsonl", ".yaml")}
+    assert on_disk <= used, sorted(on_disk - used)
+    assert len(bad_cases.CASES) >= 30
+    assert len({c.name for c in bad_cases.CASES}) == len(bad_cases.CASES)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_validate_rejects(name, capsys):
-    path = BAD / name
-    assert main(["data", "validate", str(path)]) == 2
-    err = capsys.readouterr().err
-    line, field = CASES[name]
-    assert f"{path}:{line}" in err if line else str(path) in err
-    if field:
-        assert f"field '{field}" in err
-    assert "Traceback" not in err
+@pytest.mark.parametrize("name", [c.name for c in bad_cases.CASES])
+def test_case_exits_2_naming_file_line_field(corpus, name):
+    models, results, _ = corpus
+    r = results[name]
+    case = r.case
+    assert r.rc == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert case.says in r.message, r.message
+    if case.file:
+        where = bad_cases.expand(case.file, models, Path("/nonexistent"))
+        if "{tmp}" not in case.file:
+            assert where in r.message, r.message
+    if case.line:
+        assert f":{case.line}:" in r.message, r.message
+    if case.field:
+        assert f"field '{case.field}" in r.message, r.message
+    assert "hint:" in r.message or case.name == "not an adapter", r.message
+
+
+def test_cases_md_is_current(corpus):
+    models, results, work = corpus
+    ordered = [results[c.name] for c in bad_cases.CASES]
+    assert bad_cases.markdown(models, ordered, work) == bad_cases.CASES_MD.read_text(), (
+        "run `python tests/reliability/bad_cases.py` to refresh tests/data/bad/CASES.md"
+    )
 
 
 def test_missing_file(capsys, tmp_path):

@@ -190,7 +190,9 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
     train_mod.CircuitBreakerTrainer = Hooked
     try:
         cfg = _cfg(tmp_path, max_steps=5, save_strategy="steps", save_steps=1)
-        with pytest.raises(NonFiniteLossError, match=r"optimizer step 2 .*checkpoint-2"):
+        # step 3 is the first whose loss is NaN; checkpoint-2 was saved with the corrupted
+        # weights, so the last *good* checkpoint is checkpoint-1
+        with pytest.raises(NonFiniteLossError, match=r"at step 3 .*checkpoint-1$"):
             run_training(
                 cfg,
                 model=tiny_model("chatml", layers=4),

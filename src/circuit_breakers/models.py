@@ -7,13 +7,16 @@ llama-cpp-python among them, are not needed). Dequantizing a GGUF takes ~20 s, s
 load converts it once into safetensors under the cache (``$CB_CACHE``, default
 ``~/.cache/circuit_breakers``); later loads read the safetensors folder in well under 5 s.
 
-Safety: ``trust_remote_code`` is off unless asked for, and weights are read from safetensors
-only; pickled weights (``.bin``/``.pt``) are refused unless ``allow_pickle=True``.
+Safety: ``trust_remote_code`` is off unless asked for (a model that needs its own code is an
+input error naming ``--trust-remote-code``), and weights are read from safetensors only; pickled
+weights (``.bin``/``.pt``/``.pth``, in a model or an adapter folder) are refused unless
+``allow_pickle=True`` (CLI: ``--allow-pickle``, which sets ``$CB_ALLOW_PICKLE=1`` for the process).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import logging
 import os
@@ -121,21 +124,84 @@ def resolve_model_dir(spec: str) -> tuple[str, dict]:
     return spec, {}  # a hub id; from_pretrained reports a clear error when offline
 
 
-def _check_weights_format(model_dir: str, allow_pickle: bool) -> bool:
-    """True if safetensors weights must be enforced (the default)."""
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def pickle_allowed(allow_pickle: bool | None = None) -> bool:
+    """``allow_pickle`` if given, else ``$CB_ALLOW_PICKLE`` (set by the CLI's --allow-pickle)."""
+    if allow_pickle is not None:
+        return allow_pickle
+    return os.environ.get("CB_ALLOW_PICKLE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _check_weights_format(
+    model_dir: str, allow_pickle: bool | None, field: str = "model", weights_stem: str = ""
+) -> bool:
+    """True if safetensors weights must be enforced (the default).
+
+    A folder whose weights are only pickled is refused unless pickles are allowed.
+    """
+    allow = pickle_allowed(allow_pickle)
     path = Path(model_dir)
     if not path.is_dir():
-        return not allow_pickle
-    has_st = any(path.glob("*.safetensors"))
-    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
-    if has_pickle and not has_st and not allow_pickle:
+        return not allow
+    has_st = any(path.glob(f"{weights_stem}*.safetensors"))
+    has_pickle = any(
+        p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin"
+        for p in path.glob(f"{weights_stem}*")
+    )
+    if has_pickle and not has_st and not allow:
         raise InputError(
-            "this model folder has only pickled weights (.bin/.pt), which can run code when loaded",
+            f"this {field} folder has only pickled weights (.bin/.pt), which can run code when "
+            "loaded",
             file=model_dir,
-            field="model",
+            field=field,
             hint="convert it to safetensors, or pass --allow-pickle if you trust the files",
         )
-    return not allow_pickle
+    return not allow
+
+
+def check_adapter_dir(adapter_dir: str, allow_pickle: bool | None = None) -> None:
+    """Refuse an adapter folder with only pickled weights (``adapter_model.bin``)."""
+    _check_weights_format(adapter_dir, allow_pickle, field="adapter", weights_stem="adapter_model")
+
+
+def _remote_code_error(e: Exception, spec: str) -> InputError | None:
+    """transformers' "needs trust_remote_code" / "unknown architecture" errors as input errors."""
+    if "does not recognize this architecture" in str(e):
+        return InputError(
+            str(e).split(". ")[0],
+            file=spec,
+            field="model",
+            hint="upgrade transformers, or check that --model is a causal language model",
+        )
+    if "trust_remote_code" not in str(e):
+        return None
+    return InputError(
+        "this model needs its own Python code to load, and running it is off",
+        file=spec,
+        field="trust_remote_code",
+        hint="read the model's code first; then pass --trust-remote-code to allow it",
+    )
+
+
+def _check_remote_code(model_dir: str, spec: str, trust_remote_code: bool) -> None:
+    """Refuse a local model whose config maps to its own code (``auto_map``) unless allowed."""
+    cfg = Path(model_dir) / "config.json"
+    if trust_remote_code or not cfg.is_file():
+        return
+    try:
+        auto_map = json.loads(cfg.read_text()).get("auto_map")
+    except (ValueError, AttributeError):
+        return
+    if auto_map:
+        raise InputError(
+            "this model needs its own Python code to load (config.json has 'auto_map'), "
+            "and running it is off",
+            file=spec,
+            field="trust_remote_code",
+            hint="read the model's code first; then pass --trust-remote-code to allow it",
+        )
 
 
 def load_tokenizer(
@@ -145,7 +211,14 @@ def load_tokenizer(
     from transformers import AutoTokenizer
 
     model_dir, extra = resolve_model_dir(spec)
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **extra)
+    _check_remote_code(model_dir, spec, trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **extra)
+    except ValueError as e:
+        err = _remote_code_error(e, spec)
+        if err is None:
+            raise
+        raise err from None
     prepare_tokenizer(tok, name=spec, require_chat_template=require_chat_template)
     return tok
 
@@ -185,12 +258,13 @@ def load_model_and_tokenizer(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
-    allow_pickle: bool = False,
+    allow_pickle: bool | None = None,
     attn_implementation: str | None = None,
 ):
     """Load ``(model, tokenizer)`` from a hub id, a local folder, a .gguf path or "default".
 
-    ``dtype`` defaults to bfloat16 on CUDA and float32 on CPU.
+    ``dtype`` defaults to bfloat16 on CUDA and float32 on CPU. ``allow_pickle=None`` follows
+    ``$CB_ALLOW_PICKLE`` (off unless set).
     """
     from transformers import AutoModelForCausalLM
 
@@ -209,12 +283,20 @@ def load_model_and_tokenizer(
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except OSError as e:
+        pickles_only = use_safetensors and "safetensors" in str(e).lower()
         raise InputError(
             f"could not load model: {e}",
             file=spec,
             field="model",
-            hint="check the id/path; hub ids need network access",
+            hint="this model has no safetensors weights: pass --allow-pickle if you trust it"
+            if pickles_only
+            else "check the id/path; hub ids need network access",
         ) from None
+    except ValueError as e:
+        err = _remote_code_error(e, spec)
+        if err is None:
+            raise
+        raise err from None
     if device is not None:
         model.to(device)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:

@@ -17,6 +17,7 @@ Rerouting on the harmful part of the batch plus a retain loss on the retain part
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -26,10 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import last_good_checkpoint
+from .distributed import reduce_metrics
 from .fileio import append_jsonl
 from .losses import find_massive_dims, reroute_loss, retain_loss
+from .packing import pack, packed_attention
 from .schedules import coefficients, curriculum_weights, progress
 from .training_data import row_weights
 
@@ -87,9 +90,14 @@ class LayerCapture:
         return hook
 
     def run(
-        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        model: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs,
     ) -> torch.Tensor:
-        """Forward and return the stacked target states ``[L, B, T, H]``."""
+        """Forward and return the stacked target states ``[L, B, T, H]`` (``kwargs`` go to the
+        model: ``position_ids`` and the ``cu_seq_lens_*`` of a packed batch)."""
         self.states = {}
         try:
             model(
@@ -97,6 +105,7 @@ class LayerCapture:
                 attention_mask=attention_mask,
                 use_cache=False,
                 logits_to_keep=1,
+                **kwargs,
             )
             return torch.stack([self.states[layer] for layer in self.target_layers])
         finally:
@@ -116,6 +125,7 @@ class CircuitBreakerTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.class_weights = class_weights
         self.capture = LayerCapture(self.model, self.args.target_layers)
+        self._compiled: list | None = None
         self.massive_dims: list[int] | None = self.args.massive_dims
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._tokens = 0
@@ -133,6 +143,72 @@ class CircuitBreakerTrainer(Trainer):
                 ds.retain_sampling_weights(self.class_weights), num_samples=len(ds), generator=gen
             )
         return super()._get_train_sampler(train_dataset)
+
+    # -- the forward passes ---------------------------------------------------------------------
+    #: Options for ``torch.compile`` of the decoder blocks (``compile_layers``).
+    compile_options: dict = {"dynamic": True}
+
+    def target_states(self, model, h_ids, h_att, r_ids, r_att):
+        """Target-layer states ``(h, h0, r, r0)``, each ``[L, B, T, H]`` in the padded layout.
+
+        ``h0``/``r0`` come from the frozen model (adapter off, no grad). Plain path: four
+        forwards over the padded parts. ``packing``: two forwards (frozen, trainable), each over
+        one packed row holding every harmful and retain sequence, then unpacked.
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        with self.speed_context(model):
+            if not self.args.packing:
+                with torch.no_grad(), unwrapped.disable_adapter():
+                    h0 = self.capture.run(model, h_ids, h_att)
+                    r0 = self.capture.run(model, r_ids, r_att)
+                h = self.capture.run(model, h_ids, h_att)
+                r = self.capture.run(model, r_ids, r_att)
+                return h, h0, r, r0
+            packed = pack([(h_ids, h_att), (r_ids, r_att)])
+            kw = packed.forward_kwargs()
+            with torch.no_grad(), unwrapped.disable_adapter():
+                h0, r0 = packed.unpack(self.capture.run(model, packed.input_ids, None, **kw))
+            h, r = packed.unpack(self.capture.run(model, packed.input_ids, None, **kw))
+            return h, h0, r, r0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # The backward runs inside the context too: gradient checkpointing re-runs the blocks there.
+        with self.speed_context(model):
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    @contextlib.contextmanager
+    def speed_context(self, model):
+        """Packed attention and compiled blocks, as configured, for the forward *and* backward
+        of a step; outside it the model is the plain one (generation, export)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        with contextlib.ExitStack() as stack:
+            if self.args.packing:
+                stack.enter_context(packed_attention(unwrapped))
+            if self.args.compile_layers:
+                stack.enter_context(self._compiled_layers(unwrapped))
+            yield
+
+    @contextlib.contextmanager
+    def _compiled_layers(self, model):
+        """Each decoder block runs a compiled forward (its hooks stay eager)."""
+        blocks = decoder_layers(model)
+        if self._compiled is None:
+            import torch._dynamo
+
+            cfg = torch._dynamo.config
+            cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
+            self._compiled = [torch.compile(b.forward, **self.compile_options) for b in blocks]
+        saved = [b.__dict__.get("forward") for b in blocks]
+        for b, fn in zip(blocks, self._compiled):
+            b.forward = fn
+        try:
+            yield
+        finally:
+            for b, old in zip(blocks, saved):
+                if old is None:
+                    del b.forward
+                else:
+                    b.forward = old
 
     # -- the loss -------------------------------------------------------------------------------
     def current_class_weights(self) -> dict[str, float]:
@@ -164,17 +240,12 @@ class CircuitBreakerTrainer(Trainer):
             else row_weights(inputs["r_class"], inputs["r_weight"], weights)
         )
 
-        unwrapped = self.accelerator.unwrap_model(model)
-        with torch.no_grad(), unwrapped.disable_adapter():
-            h0 = self.capture.run(model, h_ids, h_att)
-            r0 = self.capture.run(model, r_ids, r_att)
+        h, h0, r, r0 = self.target_states(model, h_ids, h_att, r_ids, r_att)
         if self.massive_dims is None and "massive" in a.reroute_variant + a.retain_variant:
             self.massive_dims = find_massive_dims(
                 h0, h_mask
             )  # once, so every step removes the same dims
             log.info("massive dims (detected on the first batch): %s", self.massive_dims)
-        h = self.capture.run(model, h_ids, h_att)
-        r = self.capture.run(model, r_ids, r_att)
         massive = {"massive_dims": self.massive_dims}
         l_rr, rr_stats = reroute_loss(
             h,
@@ -195,7 +266,7 @@ class CircuitBreakerTrainer(Trainer):
         loss = cs * l_rr + cr * l_ret
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite loss at optimizer step {step} (loss_rr={l_rr.item()}, loss_ret={l_ret.item()}); "
+                f"non-finite loss at step {step + 1} (loss_rr={l_rr.item()}, loss_ret={l_ret.item()}); "
                 f"last good checkpoint: {self.last_checkpoint() or 'none'}"
             )
 
@@ -217,16 +288,18 @@ class CircuitBreakerTrainer(Trainer):
 
     def last_checkpoint(self) -> str | None:
         folder = Path(self._get_output_dir())
-        return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        return last_good_checkpoint(folder)  # complete and finite, not just the newest
 
     # -- logging --------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:
-            for k, v in self._metrics.items():
-                logs[k] = sum(v) / len(v)
+            means = {k: sum(v) / len(v) for k, v in self._metrics.items()}
+            # distributed (issue 8): mean over ranks, tokens summed (a collective; every rank logs)
+            means, tokens = reduce_metrics(means, self._tokens, self.args.device)
+            logs.update(means)
             self._metrics.clear()
             now = time.perf_counter()
-            logs["tokens_per_s"] = self._tokens / max(now - self._t_last_log, 1e-9)
+            logs["tokens_per_s"] = tokens / max(now - self._t_last_log, 1e-9)
             self._tokens, self._t_last_log = 0, now
         super().log(logs, start_time)
 
