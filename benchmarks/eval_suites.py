@@ -75,19 +75,40 @@ def main() -> None:
     )
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU)")
     ap.add_argument("--tag", default="base")
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="use this holdout folder (e.g. runs/demo/data/holdout) instead of building one",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="first N samples of each suite file")
+    ap.add_argument("--suites", default=None, help="comma-separated suite names (default: all)")
+    ap.add_argument(
+        "--engine",
+        default="fast",
+        choices=["fast", "reference"],
+        help="fast = shared-prefix unpadded engine; reference = transformers' generate",
+    )
     args = ap.parse_args()
 
     from circuit_breakers.eval.run import run_eval
-    from circuit_breakers.eval.suites import load_eval_config, load_suite_file
+    from circuit_breakers.eval.suites import load_eval_config, load_suite_file, resolve_suites
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    counts = build_holdout(
-        out / "holdout", args.per_suite, args.agentdojo_suites.split(","), args.agentic
-    )
+    if args.data_dir:
+        holdout, counts = Path(args.data_dir), None
+    else:
+        holdout = out / "holdout"
+        counts = build_holdout(
+            holdout, args.per_suite, args.agentdojo_suites.split(","), args.agentic
+        )
     build_s = time.perf_counter() - t0
     _, registry = load_eval_config(None)
-    suites = [load_suite_file(out / "holdout" / s.file, s) for s in registry.values()]
+    names = args.suites.split(",") if args.suites else None
+    suites = [
+        load_suite_file(holdout / s.file, s, limit=args.limit)
+        for s in resolve_suites(names, registry)
+    ]
     results = run_eval(
         args.model,
         args.adapter,
@@ -97,6 +118,7 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         dtype=args.dtype,
+        engine=args.engine,
     )
     print(f"{'suite':26s} {'sec':>6s}  metrics")
     for name, metrics in results["suites"].items():
@@ -108,7 +130,9 @@ def main() -> None:
     print(
         f"total {t['seconds']:.1f} s (load {t['load_seconds']:.1f} s, generation "
         f"{t['generation_seconds']:.1f} s, {t['generated_tokens']} tokens, "
-        f"{t['tokens_per_s']:.1f} tokens/s); building the files took {build_s:.1f} s"
+        f"{t['tokens_per_s']:.1f} tokens/s); prompt tokens {t['prompt_tokens']}, pre-filled "
+        f"{t['prefilled_tokens']}; load average {t['load_avg_1m']}; building the files took "
+        f"{build_s:.1f} s"
     )
     summary = {
         "command": "python benchmarks/eval_suites.py "

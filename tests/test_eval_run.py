@@ -10,6 +10,7 @@ import pytest
 
 from circuit_breakers.cli import main
 from circuit_breakers.errors import InputError
+from circuit_breakers.eval import generate as gen_mod
 from circuit_breakers.eval import run as run_mod
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, jailbreak_samples, prefill_for
 from circuit_breakers.eval.run import compare_results, format_compare, run_eval
@@ -118,7 +119,7 @@ def canned(monkeypatch, answers: dict[str, str], forced: dict[str, str] | None =
             stats.new_tokens += sum(len(o.split()) for o in outs)
         return outs
 
-    monkeypatch.setattr(run_mod, "generate", fake_generate)
+    monkeypatch.setattr(run_mod, "generate_greedy", fake_generate)
     return seen
 
 
@@ -315,28 +316,85 @@ def test_output_files_follow_the_contract(tiny, monkeypatch, tmp_path):
 def test_batches_respect_the_token_budget(tiny, monkeypatch):
     model, tok = tiny
     sizes: list[int] = []
+    real_decode = gen_mod._decode
 
-    def fake(model, tok, prompts, *, max_new_tokens, batch_size, stats=None, **kw):
-        sizes.append(len(prompts))
-        return ["x"] * len(prompts)
+    def spy(model, rows, **kw):
+        sizes.append(len(rows))
+        return real_decode(model, rows, **kw)
 
-    monkeypatch.setattr(run_mod, "generate", fake)
+    monkeypatch.setattr(gen_mod, "_decode", spy)
     long, short = "word " * 300, "hi"
     prompts = [short] * 6 + [long] * 3
-    outs = run_mod._generate(
+    outs = gen_mod.generate_greedy(
         model,
         tok,
         prompts,
         max_new_tokens=20,
         batch_size=4,
         max_batch_tokens=700,
-        stats=run_mod.GenerationStats(),
-        bar=None,
+        min_shared_prefix=0,
     )
-    assert outs == ["x"] * 9
+    assert len(outs) == 9 and outs[:6] == [outs[0]] * 6 and outs[6:] == [outs[6]] * 3
     # longest first: 320-token rows fit two per 700-token budget (L L, then L s), then
     # the short rows four at a time (the row cap), then the last one
     assert sizes == [2, 2, 4, 1]
+
+
+def test_prefix_groups_share_long_prefixes_only():
+    a = [1, 2, 3, 4, 5, 6]
+    ids = [a + [7], [9, 9], a + [8, 8], a, [9, 8]]
+    groups = gen_mod.prefix_groups(ids, min_shared_prefix=4)
+    assert sorted(i for _, members in groups for i in members) == [0, 1, 2, 3, 4]
+    shared = [(n, sorted(m)) for n, m in groups if n]
+    # prompt 3 is the prefix itself: the group's prefix leaves it one token of its own
+    assert shared == [(5, [0, 2, 3])]
+    assert [sorted(m) for n, m in groups if not n] == [[1, 4]]
+    assert all(n == 0 for n, _ in gen_mod.prefix_groups(ids, min_shared_prefix=0))
+
+
+def test_fast_greedy_matches_transformers_generate(tiny):
+    """Shared-prefix, unpadded prefill and per-row stopping give the reference answers."""
+    model, tok = tiny
+    system = "You are a careful assistant. " * 12
+    prompts = [
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        for q in ("Hi", "What is the capital of France and why?", "Tell me a story " * 5)
+    ] + ["x y z"]
+    ref = gen_mod.generate(model, tok, prompts, max_new_tokens=8, batch_size=8)
+    stats = gen_mod.GenerationStats()
+    got = gen_mod.generate_greedy(model, tok, prompts, max_new_tokens=8, batch_size=2, stats=stats)
+    assert got == ref
+    assert stats.prefill_tokens < stats.prompt_tokens  # the system turn ran once
+    # make the first token of one answer an end token that another answer never emits:
+    # that row stops at once (and leaves the batch), the other runs to the end
+    import torch
+
+    with torch.no_grad():
+        first = [
+            int(
+                model(**tok(p, return_tensors="pt", add_special_tokens=False))
+                .logits[0, -1]
+                .argmax()
+            )
+            for p in prompts
+        ]
+    row, other = next(
+        (r, q)
+        for r in range(len(prompts))
+        for q in range(len(prompts))
+        if tok.decode([first[r]]) not in ref[q]
+    )
+    stop = first[row]
+    old = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [stop]
+    try:
+        ref_eos = gen_mod.generate(model, tok, prompts, max_new_tokens=8, batch_size=8)
+        got_eos = gen_mod.generate_greedy(model, tok, prompts, max_new_tokens=8, batch_size=3)
+    finally:
+        model.generation_config.eos_token_id = old
+    assert got_eos == ref_eos
+    assert got_eos[row] == "" and got_eos[other] == ref[other]
 
 
 # -- registry and config --------------------------------------------------------------------------

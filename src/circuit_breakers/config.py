@@ -163,6 +163,19 @@ class CircuitBreakerConfig(TrainingArguments):
     resume: bool = field(
         default=False, metadata={"help": "Continue from the last checkpoint in OUT/checkpoints."}
     )
+    # -- speed (see benchmarks/NOTES.md) -----------------------------------------------------
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the harmful and retain rows of a micro-batch as one packed row with no padding (variable-length flash attention on CUDA). Same losses as padded batches."
+        },
+    )
+    compile_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each decoder block's forward (regional compilation, dynamic shapes); the first steps pay the compile time."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss_weighting not in LOSS_WEIGHTINGS:

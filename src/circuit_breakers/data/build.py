@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,37 @@ def _write(out: Path, train: list[Sample], holdout: dict[str, list[Sample]]) -> 
             stale.unlink()
 
 
+def _label_flips(
+    final: list[Sample],
+    model_name: str,
+    mdl: Any,
+    tokenizer: Any,
+    renderer: Any,
+    flip_generate: Callable[[list[str]], list[str]] | None,
+) -> dict[str, Any]:
+    from .flips import FLIP_MAX_NEW_TOKENS, checkable, label_flips
+
+    if flip_generate is None and any(checkable(s) for s in final):
+        from ..eval.generate import generate_greedy, load_for_eval
+
+        if mdl is None:
+            mdl, tokenizer = load_for_eval(model_name)
+        model, tok = mdl, tokenizer
+
+        def flip_generate(prompts: list[str]) -> list[str]:
+            return generate_greedy(model, tok, prompts, max_new_tokens=FLIP_MAX_NEW_TOKENS)
+
+    report = label_flips(
+        final, flip_generate or (lambda prompts: []), renderer, model_name=model_name
+    )
+    log.info(
+        "flip check: %d of %d AgentDojo harmful traces make the injected call (forced mode)",
+        report["flip_success"],
+        report["checked"],
+    )
+    return report
+
+
 def _tick(st: DrawState, name: str, t0: float) -> float:
     now = time.perf_counter()
     st.timings[name] = round(st.timings.get(name, 0.0) + now - t0, 2)
@@ -198,11 +230,16 @@ def build(
     seed: int | None = None,
     generate_fn: comp.GenerateFn | None = None,
     tokenizer: Any = None,
+    label_flips: bool = False,
+    flip_generate: Callable[[list[str]], list[str]] | None = None,
 ) -> BuildResult:
     """Build the data of ``recipe`` into ``out_dir`` (see the module docstring).
 
     ``generate_fn`` / ``tokenizer`` replace the model (tests pass a stub generator and a
-    tokenizer; then no model is loaded).
+    tokenizer; then no model is loaded). ``label_flips`` runs the forced-call check of
+    :mod:`.flips` on the final AgentDojo ``harmful_flip`` samples with the build's model
+    (greedy; ``flip_generate(prompts) -> outputs`` replaces it in tests) and reports it as
+    ``stats["flip_labels"]``.
     """
     from ..render import ChatRenderer
 
@@ -229,6 +266,7 @@ def build(
         not s.has_target for s in holdout.get("benign_text", [])
     )
     gen_stats = None
+    mdl = None
     if needs_gen and generate_fn is None:
         from ..eval.generate import GenerationStats, load_for_eval
 
@@ -265,6 +303,10 @@ def build(
     trimmed = _apply_ratio(st, train)
     final = [s for c in recipe.train for s in train.get(c, [])]
     st.rng("order").shuffle(final)
+    flip_report = None
+    if label_flips:
+        flip_report = _label_flips(final, model_name, mdl, tokenizer, renderer, flip_generate)
+        t = _tick(st, "label_flips", t)
     stats = compute_stats(
         recipe,
         final,
@@ -279,6 +321,7 @@ def build(
         generation=gen_stats,
         generation_settings=recipe.generation.model_dump(),
     )
+    stats["flip_labels"] = flip_report
     t = _tick(st, "stats", t)
 
     _write(Path(out_dir), final, holdout)

@@ -233,6 +233,13 @@ def format_summary(stats: dict[str, Any], out_dir: str) -> str:
         f"leakage: {lk['dropped_from_train']} training samples dropped as near-duplicates of "
         f"held-out ones; after dropping: {lk['after_dropping']}"
     )
+    fl = stats.get("flip_labels")
+    if fl:
+        rate = f"{fl['rate']:.0%}" if fl["rate"] is not None else "-"
+        lines.append(
+            f"flip check (forced call, {fl['model']}): {fl['flip_success']} of {fl['checked']} "
+            f"AgentDojo harmful traces make the injected call ({rate})"
+        )
     g = stats["generation"]
     if "new_tokens" in g:
         lines.append(

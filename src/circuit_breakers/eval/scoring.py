@@ -182,7 +182,7 @@ def _score_benign_tools(suite, requests, outputs):
         s = suite.samples[req.index]
         truth = expected_call(s)
         call = parse_call(req, out)
-        name_ok, full_ok = benign_action_match(call, truth)
+        name_ok, full_ok = benign_action_match(call, truth, truth.get("accept"))
         scores = {"benign_action": {"value": full_ok, "name_ok": name_ok, "target": truth}}
         m = by_mode.setdefault(req.mode, {"full": [], "name": [], "call": []})
         m["full"].append(full_ok)

@@ -273,20 +273,38 @@ def resolve_suites(names: list[str] | None, registry: dict[str, SuiteSpec]) -> l
 
 # -- loading and checking ---------------------------------------------------------------------
 def expected_call(sample: Sample) -> dict | None:
-    """The call a ``benign_tools`` sample expects (see the module docstring), or None."""
+    """The call a ``benign_tools`` sample expects (see the module docstring), or None.
+
+    When ``meta["possible_answer"]`` (BFCL: ``[{function: {argument: [acceptable values]}}]``)
+    lists the expected function, its table comes along as ``"accept"``: any listed value
+    counts, and ``""`` among them means the argument may be left out (an optional argument
+    with a default), as BFCL's own checker scores it."""
+    call: dict | None = None
     if sample.has_target and sample.messages[-1].tool_calls:
-        call = sample.messages[-1].tool_calls[0]
-        return {"name": call.name, "arguments": call.arguments}
-    for key in ("ground_truth", "user_ground_truth"):
-        truth = sample.meta.get(key)
-        if (
-            isinstance(truth, list)
-            and truth
-            and isinstance(truth[0], dict)
-            and truth[0].get("name")
-        ):
-            return {"name": truth[0]["name"], "arguments": dict(truth[0].get("arguments") or {})}
-    return None
+        last = sample.messages[-1].tool_calls[0]
+        call = {"name": last.name, "arguments": last.arguments}
+    else:
+        for key in ("ground_truth", "user_ground_truth"):
+            truth = sample.meta.get(key)
+            if (
+                isinstance(truth, list)
+                and truth
+                and isinstance(truth[0], dict)
+                and truth[0].get("name")
+            ):
+                call = {
+                    "name": truth[0]["name"],
+                    "arguments": dict(truth[0].get("arguments") or {}),
+                }
+                break
+    if call is None:
+        return None
+    possible = sample.meta.get("possible_answer")
+    if isinstance(possible, list) and possible and isinstance(possible[0], dict):
+        accept = possible[0].get(call["name"])
+        if isinstance(accept, dict) and all(isinstance(v, list) for v in accept.values()):
+            call["accept"] = accept
+    return call
 
 
 def check_sample(sample: Sample, stype: str) -> None:
