@@ -19,13 +19,10 @@ test: install
 test-all: install
 	$(PY) -m pytest -q
 
-# Until `cb demo` lands (issue 6): the most complete real job that exists. Build the demo data
-# offline with the embedded model's own completions, show the loss masks of three examples,
-# then evaluate the base model on the held-out suites (20 prompts each).
+# The whole pipeline on the embedded model, offline: data, base eval, training, sanity, trained
+# eval, report (OUT/report/report.html) and OUT/summary.json. A rerun skips finished stages.
 demo: install
-	cb data build --recipe demo --output-dir $(OUT)/data
-	cb data inspect examples/three_samples.jsonl --model default --json
-	cb eval --model default --data-dir $(OUT)/data/holdout --limit 20 --output-dir $(OUT)/eval_base
+	cb demo --output-dir $(OUT)
 
 lint:
 	ruff check . && ruff format --check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections import Counter
@@ -29,6 +30,11 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         "--trust-remote-code",
         action="store_true",
         help="allow the model's own Python code to run (off by default)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickled weights (.bin/.pt), which can run code when loaded (off by default)",
     )
 
 
@@ -127,7 +133,9 @@ def cmd_data_build(args) -> int:
     from .data.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    result = build(recipe, args.output_dir, model=args.model, seed=args.seed)
+    result = build(
+        recipe, args.output_dir, model=args.model, seed=args.seed, label_flips=args.label_flips
+    )
     print(format_summary(result.stats, args.output_dir))
     return 0
 
@@ -171,9 +179,15 @@ def cmd_train(args) -> int:
     parser.add_argument(
         "--config", default=None, help="YAML file of settings (unknown keys are errors)"
     )
+    parser.add_argument(
+        "--allow_pickle",
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickled model weights (.bin/.pt), which can run code when loaded",
+    )
     parser.set_defaults(output_dir="runs/train", **load_layers(known.preset, known.config))
-    cfg = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)[0]
-    summary = run_training(cfg)
+    cfg, extra = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)[:2]
+    summary = run_training(cfg, allow_pickle=extra.allow_pickle or None)
     print(
         f"trained {summary['steps']} steps in {summary['seconds']:.1f} s "
         f"({summary['seconds_per_step']:.2f} s/step); adapter: {summary['adapter']}"
@@ -385,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model that writes the completions and counts tokens (default: the recipe's)",
     )
     b.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    b.add_argument(
+        "--label-flips",
+        action="store_true",
+        help="check with the model (forced call, greedy) whether it makes the injected call on "
+        "each AgentDojo harmful trace: labels.is_flip_success, counted in stats.json",
+    )
     b.set_defaults(func=cmd_data_build)
 
     src = dsub.add_parser(
@@ -499,6 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print {ok, report} as JSON")
     s.set_defaults(func=cmd_sanity)
+
+    from . import demo, report  # their parsers live with them (light imports only)
+
+    demo.add_parser(sub)
+    report.add_parser(sub)
+
+    from .slurm import add_slurm_parser  # `cb slurm render` (issue 8)
+
+    add_slurm_parser(sub)
     return p
 
 
@@ -513,16 +542,23 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from .redact import install_log_redaction, redact_text
+
+    install_log_redaction()
+    if getattr(args, "allow_pickle", False):
+        os.environ["CB_ALLOW_PICKLE"] = "1"  # read by models.load_model_and_tokenizer
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"cb: error: {e.format()}", file=sys.stderr)
+        from .hints import with_hint
+
+        print(f"cb: error: {redact_text(with_hint(e).format())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cb: interrupted", file=sys.stderr)
         return 130
     except Exception:
-        traceback.print_exc()
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         print("cb: failed (see the traceback above)", file=sys.stderr)
         return 1
 
