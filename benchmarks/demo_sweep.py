@@ -174,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         "that has the on-topic embedder, for a sweep run on a GPU machine without it); "
         "updates --output in place",
     )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="after training, run benchmarks/reroute_probe.py (cosine/NLL on train-harmful, "
+        "held-out harmful and benign sets, a few generations)",
+    )
+    p.add_argument("--probe-n", type=int, default=48, help="samples per probe set")
+    p.add_argument("--no-eval", action="store_true", help="train (and probe) only")
     args = p.parse_args(argv)
     if args.rejudge:
         return rejudge(args)
@@ -236,18 +244,28 @@ def main(argv: list[str] | None = None) -> int:
             save()
             continue
         train_s = time.perf_counter() - t0
-        res = evaluate(
+        row = {
+            "name": name,
+            "overrides": over,
+            "train_seconds": train_s,
+            "seconds_per_step": summary["seconds_per_step"],
+            "train_metrics": last_metrics(work / name / "metrics.jsonl"),
+            "suites": {},
+        }
+        results.append(row)
+        if args.probe:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from reroute_probe import print_probe, probe
+
+            row["probe"] = probe(
+                args.model, summary["adapter"], data_dir, cfg.target_layers, n=args.probe_n
+            )
+            print_probe(name, row["probe"])
+            save()
+        if args.no_eval:
+            continue
+        row["suites"] = evaluate(
             args.model, summary["adapter"], suites, settings, work / name / "eval", args.judge
-        )
-        results.append(
-            {
-                "name": name,
-                "overrides": over,
-                "train_seconds": train_s,
-                "seconds_per_step": summary["seconds_per_step"],
-                "train_metrics": last_metrics(work / name / "metrics.jsonl"),
-                "suites": res,
-            }
         )
         print_table(results[-1:])
         save()

@@ -28,6 +28,7 @@ bf16 rate (``mfu_800``) and against the H100 SXM's 989 TFLOP/s dense datasheet p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import os
@@ -96,10 +97,23 @@ VARIANTS = {
     "packing_nogc_compile": dict(
         packing=True, gradient_checkpointing=False, compile_layers=True, optim="adamw_torch"
     ),
+    "packing_nogc_fast": dict(
+        packing=True, gradient_checkpointing=False, lora_fast_path=True, optim="adamw_torch_fused"
+    ),
     "best": dict(
-        packing=True, gradient_checkpointing=False, compile_layers=True, optim="adamw_torch_fused"
+        packing=True,
+        gradient_checkpointing=False,
+        lora_fast_path=True,
+        compile_layers=True,
+        optim="adamw_torch_fused",
     ),
 }
+VARIANTS["best_repeat"] = VARIANTS["best"]  # the same setting again: run-to-run spread
+#: after the warm-up steps, Dynamo checks only the guards that tell its cached graphs apart
+#: (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``): an experiment on CPU overhead
+VARIANTS["best_skip_guards"] = VARIANTS["best"]
+GPU_VARIANTS = "trainer_plain,packing,packing_nogc,packing_nogc_fast,best"
+TINY_VARIANTS = "trainer_plain,packing,packing_nogc,packing_nogc_fast"  # no compile: < 1 min
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -167,13 +181,15 @@ def lora_grads(model, keep):
     }
 
 
-def grad_agreement(g, ref):
+def grad_agreement(g, ref, prefix="grad"):
+    """Relative error and cosine of all LoRA gradients (concatenated), in float64: a float32
+    dot product over ~20 M entries is itself off by ~1e-3."""
     keys = sorted(ref)
-    a = torch.cat([g[k].flatten() for k in keys])
-    b = torch.cat([ref[k].flatten() for k in keys])
+    a = torch.cat([g[k].flatten() for k in keys]).double()
+    b = torch.cat([ref[k].flatten() for k in keys]).double()
     return {
-        "grad_rel_err": float((a - b).norm() / b.norm()),
-        "grad_cosine": float((a @ b) / (a.norm() * b.norm())),
+        f"{prefix}_rel_err": float((a - b).norm() / b.norm()),
+        f"{prefix}_cosine": float((a @ b) / (a.norm() * b.norm())),
         "n_lora_tensors": len(keys),
     }
 
@@ -306,7 +322,7 @@ def profile_table(prof, rows=18) -> tuple[str, dict]:
     return table, dict(sorted(fams.items(), key=lambda kv: -kv[1]))
 
 
-def profiled(fn, device, steps=2):
+def profiled(fn, device, steps=2, cpu_table_path=None):
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -317,6 +333,15 @@ def profiled(fn, device, steps=2):
             fn()
         wall = clock.now() - t0
     table, fams = profile_table(prof)
+    if cpu_table_path is not None:
+        write_text(
+            cpu_table_path,
+            prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70
+            ),
+        )
+    busy = sum(v for k, v in fams.items())
+    fams["device_busy_ms"] = busy
     return table, {
         "wall_ms_per_step": 1e3 * wall / steps,
         **{k: v / steps for k, v in fams.items()},
@@ -327,15 +352,29 @@ def profiled(fn, device, steps=2):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=6, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps (3; --tiny: 1)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (6; --tiny: 3)")
     ap.add_argument("--batch", type=int, default=8, help="harmful rows (= retain rows) per step")
-    ap.add_argument("--variants", default="trainer_plain,packing,packing_nogc,best")
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated names from {', '.join(VARIANTS)} "
+        f"(default: {GPU_VARIANTS}; --tiny: {TINY_VARIANTS})",
+    )
+    ap.add_argument(
+        "--profile-variant", default="best", help="which of ours --profile profiles (2 steps)"
+    )
     ap.add_argument("--b-std", type=float, default=0.02, help="lora_B init std (loss check)")
     ap.add_argument("--profile", action="store_true", help="torch profiler on baseline and best")
     ap.add_argument("--out", default=None, help="JSON path (default: results/ for GPU runs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.variants is None:
+        args.variants = TINY_VARIANTS if args.tiny else GPU_VARIANTS
+    if args.warmup is None:
+        args.warmup = 1 if args.tiny else 3
+    if args.steps is None:
+        args.steps = 3 if args.tiny else 6
 
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
@@ -347,6 +386,7 @@ def main() -> None:
     out_json = args.out or (
         None if args.tiny else str(Path(__file__).parent / "results" / "gpu_throughput.json")
     )
+    work_dir = Path(tempfile.mkdtemp(prefix="cb-bench-trainer-"))  # Trainer output, not kept
     clock = Clock(device)
     if args.tiny:
         torch.set_num_threads(1)  # small matrices: extra threads only contend (2 shared cores)
@@ -540,14 +580,23 @@ def main() -> None:
         def on_step_end(self, a, state, control, **kw):
             self.end.append(clock.now())
 
+    class SkipGuards(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if state.global_step == args.warmup:
+                torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+
+        def on_train_end(self, a, state, control, **kw):
+            torch.compiler.set_stance("default")
+
     data = PairedDataset(TrainData(harmful, retain))
     ours_model = None
+    first_grads = None  # our first setting's LoRA gradients on batch 0 (bf16 vs bf16)
     for name in [v for v in args.variants.split(",") if v]:
         trainer = None
         try:
             settings = VARIANTS[name]
             cfg = CircuitBreakerConfig(
-                output_dir=str(out_dir / "trainer" / name),
+                output_dir=str(work_dir / name),
                 model="random-llama",
                 target_layers=targets,
                 lora_r=16,
@@ -594,7 +643,7 @@ def main() -> None:
                 args=cfg,
                 train_dataset=data,
                 data_collator=collate,
-                callbacks=[timer],
+                callbacks=[timer] + ([SkipGuards()] if name.endswith("skip_guards") else []),
                 class_weights={"borderline": 1.0},
             )
             # loss check on batch 0 (identical LoRA weights); also the first compile for compile_layers
@@ -605,8 +654,15 @@ def main() -> None:
                 m.gradient_checkpointing_enable(
                     gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs
                 )
+            # bf16 training runs the forward under autocast (accelerate wraps model.forward in it
+            # once train() prepares the model): do the same here
+            amp = (
+                torch.autocast(device.type, dtype=torch.bfloat16)
+                if cfg.bf16
+                else contextlib.nullcontext()
+            )
             with trainer.speed_context(m):  # as in training_step: the backward may recompute
-                with trainer.compute_loss_context_manager():
+                with trainer.compute_loss_context_manager(), amp:
                     loss = trainer.compute_loss(m, to_device(batches[0], device))
                 loss.backward()
             got = {
@@ -617,7 +673,13 @@ def main() -> None:
             check = {
                 k: {"ours": got[k], "rel_err": abs(got[k] - ref[k]) / abs(ref[k])} for k in got
             }
-            check.update(grad_agreement(lora_grads(m, ours_keys), ref_grads))
+            grads = lora_grads(m, ours_keys)
+            check.update(grad_agreement(grads, ref_grads))
+            if first_grads is None:
+                first_grads, first_name = grads, name
+            else:
+                check.update(grad_agreement(grads, first_grads, prefix=f"vs_{first_name}_grad"))
+            del grads
             check["first_call_s"] = time.perf_counter() - t_check
             m.zero_grad(set_to_none=True)
             trainer._metrics.clear()
@@ -628,7 +690,7 @@ def main() -> None:
             clock.reset_peak()
             trainer._tokens = 0
             t_train = time.perf_counter()
-            trainer.train()
+            out = trainer.train()
             train_s = time.perf_counter() - t_train
             steps = len(timer.end)
             assert steps == total_steps and trainer._tokens == sum(real), (
@@ -638,7 +700,11 @@ def main() -> None:
             )
             step_times = [e - b for b, e in zip(timer.begin, timer.end)][args.warmup :]
             wall = timer.end[-1] - timer.begin[args.warmup]
-            extra = {"settings": settings, "train_call_s": train_s}
+            extra = {
+                "settings": settings,
+                "train_call_s": train_s,
+                "train_loss_mean_all_steps": out.training_loss,
+            }
             if settings.get("compile_layers"):
                 from torch._dynamo.utils import counters
 
@@ -646,7 +712,7 @@ def main() -> None:
                     k: dict(v) for k, v in counters.items() if k in ("stats", "graph_break")
                 }
             record(name, step_times, sum(real[args.warmup :]), wall, extra)
-            if args.profile and name == "best":
+            if args.profile and name == args.profile_variant:
                 b = to_device(batches[-1], device)
 
                 def our_step(trainer=trainer, m=m, b=b):
@@ -654,10 +720,12 @@ def main() -> None:
                     trainer.optimizer.step()
                     trainer.optimizer.zero_grad(set_to_none=True)
 
-                table, fams = profiled(our_step, device, steps=2)
-                write_text(out_dir / "profile_best.txt", table)
+                table, fams = profiled(
+                    our_step, device, steps=2, cpu_table_path=out_dir / f"profile_{name}_cpu.txt"
+                )
+                write_text(out_dir / f"profile_{name}.txt", table)
                 results["runs"][name]["profile_ms"] = fams
-                print("best profile (ms/step):", fams, flush=True)
+                print(f"{name} profile (ms/step):", fams, flush=True)
             trainer.capture.remove()
             trainer = None
             clock.reset_peak()
@@ -678,7 +746,7 @@ def main() -> None:
     limit = ACHIEVABLE / flop_per_token
     lines = [
         f"{'run':<22}{'tok/s':>10}{'x base':>8}{'MFU800':>8}{'MFU989':>8}{'peak GiB':>10}"
-        f"{'d loss_rr':>11}{'d loss_ret':>11}{'grad cos':>10}"
+        f"{'d loss_rr':>11}{'d loss_ret':>11}{'d grad':>9}{'d grad 1st':>11}"
     ]
     for name, r in results["runs"].items():
         if "error" in r:
@@ -692,11 +760,13 @@ def main() -> None:
             f"{r['mfu_989']:>8.1%}{(f'{peak:.1f}' if peak is not None else '-'):>10}"
             f"{c.get('loss_rr', {}).get('rel_err', math.nan):>11.2e}"
             f"{c.get('loss_ret', {}).get('rel_err', math.nan):>11.2e}"
-            f"{c.get('grad_cosine', math.nan):>10.5f}"
+            f"{c.get('grad_rel_err', math.nan):>9.1e}"
+            f"{next((v for k, v in c.items() if k.endswith('_grad_rel_err')), math.nan):>11.1e}"
         )
     lines.append(
         f"limit at 800 TFLOP/s: {limit:,.0f} tok/s; baseline losses {ref}; "
-        f"d = relative difference to the baseline on batch 0"
+        "d = relative difference to the baseline on batch 0 (losses; all LoRA gradients); "
+        "d grad 1st = to our first setting's gradients (both bf16 autocast)"
     )
     results["limit_tokens_per_s_800"] = limit
     save()

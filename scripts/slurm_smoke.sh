@@ -46,7 +46,8 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     slurm-wlm slurm-client munge >/dev/null
 fi
-say "$(slurmctld -V), munge $(munged -V 2>&1 | head -n 1 | awk '{print $2}')"
+say "host $(hostname -s), $(nproc) CPUs, $(uname -sr); $(slurmctld -V); $(munged -V 2>&1 | head -n 1)"
+say "python $("$PY" -c 'import platform, torch, transformers, peft, accelerate; print(platform.python_version(), "torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)')"
 
 # -- 2. daemons ----------------------------------------------------------------------------
 STARTED_MUNGE=""
@@ -73,6 +74,7 @@ if ! munge -n </dev/null >/dev/null 2>&1; then
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
   runuser -u munge -- munged --pid-file="$MUNGE_PID"
   STARTED_MUNGE=1
+  say "started munged"
   for _ in $(seq 20); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 munge -n </dev/null | unmunge >/dev/null && say "munge works"
@@ -140,24 +142,27 @@ say "tiny model and data in $SMOKE"
 
 # -- 4. render and submit ----------------------------------------------------------------------
 STEPS=${CB_SMOKE_STEPS:-40}
-cb slurm render --preset stage2 --nodes 1 --gpus-per-node 0 --processes-per-node 2 \
+"$PY" -m circuit_breakers.cli slurm render --preset stage2 --nodes 1 --gpus-per-node 0 --processes-per-node 2 \
   --cpus-per-task "$CPUS" --time 20:00 --job-name cb-smoke --python "$PY" \
   --train-file "$SMOKE/train.jsonl" --run-dir "$SMOKE/run" --output "$SMOKE/job.sbatch" -- \
   --model "$SMOKE/model" --target_layers 2 --lora_layers 0 1 --bf16 false --use_cpu true \
   --gradient_checkpointing false --max_steps "$STEPS" --save_steps 4 --logging_steps 1 \
   --per_device_train_batch_size 2 --gradient_accumulation_steps 1 --learning_rate 1e-3 \
   --report_to none --dataloader_num_workers 0
+echo "--- rendered script: #SBATCH lines and the launch line ---"
+grep -E '^#SBATCH|accelerate.commands.launch|--machine_rank|--main_process_ip' "$SMOKE/job.sbatch"
 JOB=$(sbatch --parsable "$SMOKE/job.sbatch")
 say "submitted job $JOB"
 state() { scontrol show job "$JOB" 2>/dev/null | grep -oP 'JobState=\K\S+' || echo UNKNOWN; }
 
 if [ "$REQUEUE" = 1 ]; then
   for _ in $(seq 300); do
-    ls -d "$SMOKE"/run/checkpoints/checkpoint-* >/dev/null 2>&1 && break
+    # a complete checkpoint: the Trainer writes trainer_state.json last
+    ls "$SMOKE"/run/checkpoints/checkpoint-*/trainer_state.json >/dev/null 2>&1 && break
     case "$(state)" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
     sleep 1
   done
-  say "first checkpoint: $(ls -d "$SMOKE"/run/checkpoints/checkpoint-* 2>/dev/null | head -n 1) (job $(state))"
+  say "first complete checkpoint: $(dirname "$(ls "$SMOKE"/run/checkpoints/checkpoint-*/trainer_state.json 2>/dev/null | head -n 1)") (job $(state))"
   say "sending SIGUSR1 to the batch shell, as Slurm does before the time limit"
   scancel --signal=USR1 --batch "$JOB"
   for _ in $(seq 60); do
@@ -180,15 +185,19 @@ STATE=$(state)
 
 # -- 5. report and checks --------------------------------------------------------------------
 echo "================ job $JOB ================"
-scontrol show job "$JOB" | grep -oP '(JobId|JobName|JobState|Reason|Restarts|ExitCode|RunTime|NumNodes|NumCPUs)=\S+' | tr '\n' ' '
+scontrol show job "$JOB" | grep -oP '(?<![A-Za-z])(JobId|JobName|JobState|Reason|Restarts|ExitCode|DerivedExitCode|RunTime|NumNodes|NumCPUs)=\S+' | tr '\n' ' '
 echo
-echo "--- job-completion log (jobcomp/filetxt) ---"
-grep "JobId=$JOB " "$SMOKE/jobcomp.txt" | grep -oP '(JobId|JobState|ExitCode|NodeCnt|ProcCnt)=\S+' | tr '\n' ' ' || true
-echo
+echo "--- job-completion log (jobcomp/filetxt; one record per attempt; DerivedExitCode is the"
+echo "    worst step exit code, 1 when the first attempt's step was killed by the requeue) ---"
+grep "JobId=$JOB " "$SMOKE/jobcomp.txt" | while read -r rec; do
+  grep -oP '(?<![A-Za-z])(JobId|JobState|StartTime|EndTime|ExitCode|DerivedExitCode|NodeCnt|ProcCnt)=\S+' <<<"$rec" | tr '\n' ' '
+  echo
+done || true
 echo "--- sacct ---"
 sacct -j "$JOB" 2>&1 | head -n 3 || true
 echo "--- files produced under run/ ---"
-(cd "$SMOKE/run" && find . -type f | sort | grep -v '/checkpoints/checkpoint-[0-9]*/' ; ls -d checkpoints/checkpoint-* 2>/dev/null)
+(cd "$SMOKE/run" && find . -type f -not -path './checkpoints/*' -printf '%10s  %p\n' | sort -k2 \
+  && ls -d checkpoints/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tr '\n' ' ' && echo)
 echo "--- job log (head and tail) ---"
 LOGFILE=$(ls "$SMOKE"/run/logs/*.out | head -n 1)
 grep -E '^\[cb\]|trained|resuming|Error|error' "$LOGFILE" | head -n 30

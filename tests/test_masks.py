@@ -229,3 +229,31 @@ def test_collate_pads_and_masks():
     assert b["loss_mask"].sum().item() == f1.n_loss_tokens + f2.n_loss_tokens
     left = collate([f1, f2], tok.pad_token_id, padding_side="left")
     assert left["attention_mask"][0, -1] == 1 and left["loss_mask"][0, -1] == f1.loss_mask[-1]
+
+
+def test_prompt_tail_tokens_extend_the_loss_to_the_end_of_the_request():
+    from circuit_breakers.training_data import build_train_data
+
+    tok = family_tokenizer("chatml")
+    r = ChatRenderer(tok)
+    harm = _sample(SINGLE, split="harmful", cls="harmful_flip")
+    plain = build_features(harm, r)
+    first = plain.loss_mask.index(1)
+    data = build_train_data(
+        [harm, _sample(SINGLE)], r, max_prompt_tokens=None, max_completion_tokens=None,
+        prompt_tail_tokens=10,
+    )  # fmt: skip
+    for row in (data.harmful[0], data.retain[0]):
+        mask = row.features.loss_mask
+        # exactly the 10 tokens before the assistant span are added; nothing else changes
+        assert mask[: first - 10] == [0] * (first - 10)
+        assert mask[first - 10 : first] == [1] * 10
+        assert mask[first:] == plain.loss_mask[first:]
+        tail = tok.decode(row.features.input_ids[first - 10 : first], skip_special_tokens=False)
+        assert tail.endswith("<|im_start|>assistant\n") and "2+2?" in tail
+    # a tail longer than the prompt stops at the first token
+    data = build_train_data(
+        [harm, _sample(SINGLE)], r, max_prompt_tokens=None, max_completion_tokens=None,
+        prompt_tail_tokens=10_000,
+    )  # fmt: skip
+    assert data.harmful[0].features.loss_mask[:first] == [1] * first

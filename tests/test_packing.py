@@ -8,7 +8,7 @@ import torch
 
 from circuit_breakers.config import CircuitBreakerConfig
 from circuit_breakers.masks import Features
-from circuit_breakers.packing import Packed, pack, packed_attention
+from circuit_breakers.packing import Packed, lora_fast_path, pack, packed_attention
 from circuit_breakers.train import prepare_model
 from circuit_breakers.trainer import CircuitBreakerTrainer, LayerCapture
 from circuit_breakers.training_data import CLASSES, PairCollator, Row
@@ -163,3 +163,50 @@ def test_compiled_blocks_same_losses_and_gradients(tmp_path, monkeypatch):
         assert m[k] == pytest.approx(ref_m[k], rel=1e-5, abs=1e-6), k
     for k in ref_g:
         torch.testing.assert_close(g[k], ref_g[k], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_fast_path_same_losses_and_gradients(tmp_path):
+    batch = _batch(seed=7)
+    ref_loss, ref_m, ref_g = _loss_and_grads(tmp_path / "a", "llama31", batch)
+    loss, m, g = _loss_and_grads(
+        tmp_path / "b", "llama31", batch, packing=True, lora_fast_path=True
+    )
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    for k in ref_m:
+        assert m[k] == pytest.approx(ref_m[k], rel=1e-5, abs=1e-6), k
+    assert g.keys() == ref_g.keys()
+    for k in ref_g:
+        assert ref_g[k].abs().max() > 0, k
+        torch.testing.assert_close(g[k], ref_g[k], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_fast_path_patches_and_restores(tmp_path):
+    cfg = CircuitBreakerConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        target_layers=[2, 4],
+        lora_dropout=0.0,
+        lora_init_b_std=0.05,
+    )
+    model, _, info = prepare_model(cfg, tiny_model("llama31", layers=5), None)
+    ids = torch.randint(5, 900, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        with lora_fast_path(model) as n:
+            assert n == len(info["lora_layers"]) * len(cfg.lora_target_modules)
+            fast = model(input_ids=ids).logits
+            with model.disable_adapter():  # the fast path steps aside: plain base model
+                fast_base = model(input_ids=ids).logits
+        # bf16 autocast (how bf16 training runs): the fp32 adapter meets bf16 activations
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref16 = model(input_ids=ids).logits.float()
+            with lora_fast_path(model):
+                fast16 = model(input_ids=ids).logits.float()
+    assert not any("forward" in m.__dict__ for m in model.modules())  # all restored
+    assert (ref - base).abs().max() > 1e-4  # the adapter changes the output
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_base, base)
+    assert ((fast16 - ref16).norm() / ref16.norm()).item() < 2e-2

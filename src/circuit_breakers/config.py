@@ -65,6 +65,16 @@ class CircuitBreakerConfig(TrainingArguments):
             "help": "Loss only on the assistant span(s) (the seed's loss masking policy). False puts loss on every non-pad token, deliberately."
         },
     )
+    prompt_tail_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Also put the loss on the last N prompt tokens before the first assistant "
+            "span (the end of the request, or of the tool result carrying an injection, and the "
+            "assistant header), in both splits: rerouted on harmful samples, retained on the "
+            "others. The reference implementation reroutes request and response; 0 = assistant "
+            "spans only (the seed's policy)."
+        },
+    )
     max_prompt_tokens: int = field(
         default=512, metadata={"help": "Cut prompts from the left to this many tokens."}
     )
@@ -176,6 +186,12 @@ class CircuitBreakerConfig(TrainingArguments):
             "help": "torch.compile each decoder block's forward (regional compilation, dynamic shapes); the first steps pay the compile time."
         },
     )
+    lora_fast_path: bool = field(
+        default=False,
+        metadata={
+            "help": "LoRA layers add s*B(Ax) inside the base matmul (addmm) and skip PEFT's float32 copy of x under bf16 autocast. Same losses within bf16 rounding; fewer memory passes."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.loss_weighting not in LOSS_WEIGHTINGS:
@@ -193,6 +209,8 @@ class CircuitBreakerConfig(TrainingArguments):
                 "target_layers must be >= 1 (layer 0 is the embedding output, which LoRA cannot change)",
                 field="target_layers",
             )
+        if self.prompt_tail_tokens < 0:
+            raise InputError("prompt_tail_tokens must be >= 0", field="prompt_tail_tokens")
         unknown = sorted(set(self.sample_weights) - set(DEFAULT_CLASS_WEIGHTS))
         if unknown:
             raise InputError(

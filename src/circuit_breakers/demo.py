@@ -47,7 +47,8 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError
-from .fileio import write_json
+from .fileio import write_json, write_text
+from .redact import redact
 from .report import MARKER, STAGES, check_targets, compare_rows, pipeline_seconds, verdict
 
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -360,7 +361,7 @@ class Demo:
 
     def write_marker(self, stage: str, **fields_: Any) -> dict:
         marker = {"stage": stage, "hash": self.hashes.get(stage), **fields_}
-        write_json(self.root / stage / MARKER, marker)
+        write_json(self.root / stage / MARKER, redact(marker))  # no secret on disk (issue 9)
         return marker
 
     def run(self) -> dict:
@@ -425,7 +426,7 @@ class Demo:
                 f"{tag}: done in {fmt_seconds(secs)} (elapsed {fmt_seconds(time.perf_counter() - t_start)})"
             )
         self.release_model()
-        summary = self.summary(time.perf_counter() - t_start)
+        summary = redact(self.summary(time.perf_counter() - t_start))  # file and screen
         write_json(self.root / "summary.json", summary)
         if failure is not None:
             if self.status.get("report") != "ran":
@@ -507,7 +508,7 @@ def run_data(d: Demo) -> dict:
     if d.o.data_dir:  # a finished build: checked in config(); its stats go into the run folder
         src, dst = d.data_dir / "stats.json", d.root / "data" / "stats.json"
         if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
+            write_text(dst, src.read_text(encoding="utf-8"))  # atomic (issue 9)
         return {"data_dir": str(d.data_dir), "built": False}
     from .data.build import build
     from .data.build_stats import format_summary

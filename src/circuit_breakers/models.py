@@ -16,8 +16,8 @@ weights (``.bin``/``.pt``/``.pth``, in a model or an adapter folder) are refused
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.util
+import json
 import logging
 import os
 import shutil

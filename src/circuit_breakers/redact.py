@@ -11,6 +11,8 @@ the config. Three layers stop them from being written:
   that ends up in a log message is printed as ``<redacted>``.
 * Known secrets are the values of environment variables whose *name* looks secret, plus values
   registered with :func:`register_secret` (the CLI registers ``--hub_token``).
+* The password of a URL (``https://user:KEY@host/v1``, e.g. a judge endpoint given with its
+  key) is replaced wherever a URL appears, known or not.
 
 Values shorter than 8 characters are never treated as secrets: replacing "1" or "true"
 everywhere would corrupt the output and protect nothing.
@@ -36,6 +38,8 @@ NOT_SECRET = re.compile(
     re.IGNORECASE,
 )
 MIN_SECRET_LEN = 8
+#: ``scheme://user:password@``: the password part of a URL's user info.
+URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
 
 _registered: set[str] = set()
 
@@ -63,6 +67,8 @@ def redact_text(text: str, secrets: list[str] | None = None) -> str:
     for s in known_secrets() if secrets is None else secrets:
         if s in text:
             text = text.replace(s, REDACTED)
+    if "://" in text:
+        text = URL_PASSWORD.sub(rf"\g<head>{REDACTED}@", text)
     return text
 
 
@@ -89,8 +95,6 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = known_secrets()
-        if not secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # a broken %-format: leave it to the handler to report

@@ -25,13 +25,17 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import sys
 from importlib import metadata
 from pathlib import Path
 
-from .config import PRESET_DIR, preset_path
 from .errors import InputError
 from .fileio import atomic_write
 
+#: Same folder as ``config.PRESET_DIR``; not imported from there, because ``config`` pulls in
+#: transformers and torch, and every ``cb`` verb builds this parser (a login node renders in
+#: well under a second instead of ~20 s).
+PRESET_DIR = Path(__file__).parent / "configs"
 TEMPLATE_DIR = Path(__file__).parent / "assets" / "slurm"
 TEMPLATE = "train.sbatch.j2"
 ACCELERATE_DIR = PRESET_DIR / "accelerate"
@@ -101,10 +105,10 @@ def render(args: argparse.Namespace) -> str:
     import jinja2
 
     _check(args)
-    preset = None
-    if args.preset:
-        preset_path(args.preset)  # InputError naming the presets if unknown
-        preset = args.preset
+    preset = args.preset or None
+    if preset and not (PRESET_DIR / f"{preset}.yaml").exists():
+        names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise InputError(f"unknown preset {preset!r} (presets: {names})", field="preset")
     workdir = Path(args.workdir or ".").resolve()
     run_dir = (workdir / args.run_dir).resolve()
     for name, path in (("workdir", workdir), ("run-dir", run_dir)):
@@ -171,15 +175,22 @@ def render(args: argparse.Namespace) -> str:
 
 def cmd_slurm_render(args: argparse.Namespace) -> int:
     text = render(args)
+    run_dir = (Path(args.workdir or ".") / args.run_dir).resolve()
     # Slurm does not create the folder of --output: a job whose log folder is missing fails
-    # before its first line runs, with nothing to read.
-    logs = (Path(args.workdir or ".") / args.run_dir / "logs").resolve()
-    if logs.parent.parent.exists():
-        logs.mkdir(parents=True, exist_ok=True)
+    # before its first line runs, with nothing to read. So make it now (the script's own
+    # `mkdir -p` runs too late for the first attempt).
+    try:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(
+            f"cb: warning: could not create {run_dir / 'logs'} ({e.strerror}); create it on the "
+            "cluster before sbatch, or the job fails without a log",
+            file=sys.stderr,
+        )
     if args.output == "-":
         print(text, end="")
         return 0
-    out = Path(args.output) if args.output else Path(args.run_dir) / f"{job_name_of(args)}.sbatch"
+    out = Path(args.output) if args.output else run_dir / f"{job_name_of(args)}.sbatch"
     with atomic_write(out) as fh:
         fh.write(text)
     out.chmod(0o755)

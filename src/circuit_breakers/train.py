@@ -292,6 +292,7 @@ def run_training(
         max_prompt_tokens=cfg.max_prompt_tokens,
         max_completion_tokens=cfg.max_completion_tokens,
         mask_prompt_tokens=cfg.mask_prompt_tokens,
+        prompt_tail_tokens=cfg.prompt_tail_tokens,
         class_weights=class_weights,
         source_file=cfg.train_file,
     )

@@ -32,7 +32,7 @@ from .checkpoints import last_good_checkpoint
 from .distributed import reduce_metrics
 from .fileio import append_jsonl
 from .losses import find_massive_dims, reroute_loss, retain_loss
-from .packing import pack, packed_attention
+from .packing import lora_fast_path, pack, packed_attention
 from .schedules import coefficients, curriculum_weights, progress
 from .training_data import row_weights
 
@@ -184,6 +184,8 @@ class CircuitBreakerTrainer(Trainer):
         with contextlib.ExitStack() as stack:
             if self.args.packing:
                 stack.enter_context(packed_attention(unwrapped))
+            if self.args.lora_fast_path:
+                stack.enter_context(lora_fast_path(unwrapped))
             if self.args.compile_layers:
                 stack.enter_context(self._compiled_layers(unwrapped))
             yield

@@ -42,6 +42,15 @@ class TrainData:
     stats: dict = field(default_factory=dict)
 
 
+def extend_mask_left(f: Features, n: int) -> Features:
+    """Also mask the ``n`` tokens just before the first loss token (the end of the request and
+    the assistant header): the reference implementation reroutes the request with the response."""
+    first = f.loss_mask.index(1)
+    mask = list(f.loss_mask)
+    mask[max(0, first - n) : first] = [1] * (first - max(0, first - n))
+    return Features(f.input_ids, mask, f.prompt_truncated, f.completion_truncated)
+
+
 def build_train_data(
     samples: list[Sample],
     renderer: ChatRenderer,
@@ -49,6 +58,7 @@ def build_train_data(
     max_prompt_tokens: int | None,
     max_completion_tokens: int | None,
     mask_prompt_tokens: bool = True,
+    prompt_tail_tokens: int = 0,
     class_weights: dict[str, float] | None = None,
     source_file: str | None = None,
 ) -> TrainData:
@@ -67,6 +77,8 @@ def build_train_data(
             raise e.located(file=source_file, line=lineno) from None
         if not mask_prompt_tokens:  # deliberate choice (config), never a fallback
             f = Features(f.input_ids, [1] * f.n_tokens, f.prompt_truncated, f.completion_truncated)
+        elif prompt_tail_tokens > 0:
+            f = extend_mask_left(f, prompt_tail_tokens)
         truncated_prompt += f.prompt_truncated > 0
         truncated_completion += f.completion_truncated > 0
         row = Row(

@@ -5,6 +5,14 @@ process.
 Why one torch thread: on a loaded 2-core machine OpenMP's spin-waiting makes each tiny matmul
 ~40x slower with 2 threads than with 1 (1.5 ms vs 0.03 ms measured), so every run here pins one
 thread; determinism and resume are checked at that setting.
+
+Why a fork server for the runs that get killed: starting ``python -m circuit_breakers.cli``
+costs ~8 s of CPU here (importing torch, transformers, peft), and the kill tests start a run up
+to 8 times. :func:`start_cb` forks each ``cb`` process from one server process that imported
+those modules once (``multiprocessing``'s ``forkserver``; the server never runs a torch op, so
+no thread pool is forked). The child is a separate process running ``cli.main(argv)`` with its
+own output file, killed with a real SIGKILL; ``start_cb(..., fresh=True)`` starts a brand-new
+interpreter instead (the slow variant of the train kill test).
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +34,28 @@ if str(TESTS) not in sys.path:  # the kit, when run as a script
 
 #: Keys of metrics.jsonl that depend on wall-clock time, excluded from equality checks.
 WALL_CLOCK_KEYS = {"tokens_per_s"}
+
+
+#: Fake secrets the leakage tests put where a user would (environment, config, URLs).
+SECRETS = {
+    "WANDB_API_KEY": "wandb-FAKE-0123456789abcdef0123456789abcdef",
+    "HF_TOKEN": "hf_FAKEenvTOKEN0123456789abcdefghij",
+    "CB_JUDGE_API_KEY": "sk-judge-FAKE-0123456789abcdef",
+    "OPENAI_API_KEY": "sk-openai-FAKE-0123456789abcdef",
+}
+HUB_TOKEN = "hf_FAKEconfigTOKEN0123456789abcdef"  # given in a config, not the environment
+URL_KEY = "sk-inurl-FAKE-0123456789abcdef"  # given inside a judge URL
+
+
+def files_with(folder: Path, secrets: list[str]) -> tuple[list[str], int]:
+    """(``path: secret...`` for every file under ``folder`` holding a secret, files searched)."""
+    hits, n = [], 0
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            n += 1
+            data = p.read_bytes()
+            hits += [f"{p}: {s[:12]}..." for s in secrets if s.encode() in data]
+    return hits, n
 
 
 def write_tiny_model(path: Path, *, layers: int = 3, **config) -> Path:
@@ -129,10 +161,117 @@ def cb_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "circuit_breakers.cli", *argv]
 
 
-def start_cb(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
-    fh = open(log, "wb")  # noqa: SIM115 -- closed by the caller through proc.stdout_file
-    proc = subprocess.Popen(
-        cb_command(argv), stdout=fh, stderr=subprocess.STDOUT, env=subprocess_env(**env), cwd=REPO
-    )
-    proc.log_file = fh  # type: ignore[attr-defined]
-    return proc
+#: Imported once by the fork server (what a ``cb train`` / ``cb demo`` run would import).
+PRELOAD = [
+    "torch",
+    "transformers",
+    "peft",
+    "safetensors.torch",
+    "matplotlib.pyplot",
+    "tqdm",
+    "circuit_breakers.cli",
+    "circuit_breakers.demo",
+    "circuit_breakers.train",
+    "circuit_breakers.trainer",
+    "circuit_breakers.sanity",
+    "circuit_breakers.report",
+    "circuit_breakers.data.build",
+    "circuit_breakers.eval.run",
+    "circuit_breakers.eval.generate",
+]
+_CHILD_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+_context = None
+
+
+def _forkserver():
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    return _context
+
+
+def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
+    """Body of a forked ``cb`` process: output to ``log``, one torch thread, exit with cb's code."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.update(_CHILD_ENV, **env)
+    os.chdir(REPO)
+    import threading
+
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    # tqdm's default lock is a multiprocessing semaphore; one made by a process that is then
+    # SIGKILLed is reported as leaked at exit. A thread lock does the same job in one process.
+    tqdm.set_lock(threading.RLock())
+    from circuit_breakers.cli import main
+
+    sys.exit(main(argv))
+
+
+class CbProcess:
+    """A running ``cb`` process (forked or fresh) with the ``subprocess.Popen`` calls we use."""
+
+    def __init__(self, proc) -> None:
+        self._proc = proc
+        self.pid: int = proc.pid
+
+    def poll(self) -> int | None:
+        if isinstance(self._proc, subprocess.Popen):
+            return self._proc.poll()
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if isinstance(self._proc, subprocess.Popen):
+            try:
+                return self._proc.wait(timeout)
+            finally:
+                if self._proc.poll() is not None:
+                    self._proc.log_file.close()  # type: ignore[attr-defined]
+        self._proc.join(timeout)
+        return self._proc.exitcode
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()  # negative: killed by that signal (-9 for SIGKILL), as Popen says
+
+    def kill9(self) -> int | None:
+        """SIGKILL the process and reap it; returns its exit status (-9)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        return self.wait()
+
+
+def start_cb(argv: list[str], log: Path, *, fresh: bool = False, **env: str) -> CbProcess:
+    """Start ``cb ARGV`` as its own process, stdout and stderr to ``log``.
+
+    ``fresh``: a new interpreter (``python -m circuit_breakers.cli``); else forked from the
+    preloaded server (see the module docstring)."""
+    if fresh:
+        fh = open(log, "wb")  # noqa: SIM115 -- closed in CbProcess.wait
+        proc = subprocess.Popen(
+            cb_command(argv),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(**env),
+            cwd=REPO,
+        )
+        proc.log_file = fh  # type: ignore[attr-defined]
+        return CbProcess(proc)
+    p = _forkserver().Process(target=_child, args=(argv, str(log), env), daemon=True)
+    p.start()
+    return CbProcess(p)
+
+
+def run_cb(argv: list[str], log: Path, timeout: float = 600.0, **env: str) -> int:
+    """``cb ARGV`` in its own (forked) process, to the end; returns its exit code."""
+    proc = start_cb(argv, log, **env)
+    rc = proc.wait(timeout)
+    if rc is None:
+        proc.kill9()
+        raise AssertionError(f"cb {argv[0]} did not finish in {timeout:.0f} s; see {log}")
+    return rc

@@ -114,7 +114,6 @@ WRITE = re.compile(
 ALLOWED = {
     "fileio.py": "the atomic helpers themselves; append_jsonl appends whole fsync'ed lines",
     "models.py": "GGUF conversion writes into a temporary folder renamed whole",
-    "demo.py": "KNOWN STRAGGLER (issue 9 report): shutil.copyfile of stats.json into the run folder",
 }
 
 

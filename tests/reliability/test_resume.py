@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import time
@@ -34,25 +33,25 @@ def _kill_after_checkpoint(proc, out, timeout: float = 240.0) -> tuple[int, int]
         if ckpt and metrics.exists():
             n = metrics.read_bytes().count(b"\n")
             if n >= checkpoint_step(ckpt) + 2:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+                proc.kill9()
                 return checkpoint_step(ckpt), n
         time.sleep(0.02)
-    proc.kill()
+    proc.kill9()
     raise AssertionError("no checkpoint appeared in time")
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_dir, train_file):
+@pytest.mark.parametrize(
+    "fresh", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["forked", "fresh_python"]
+)
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_dir, train_file, fresh):
+    """``fresh``: the killed run is a new ``python -m circuit_breakers.cli`` (~8 s more CPU)."""
     ref, run = tmp_path / "ref", tmp_path / "run"
     rc, _, err = run_main(train_argv(tiny_dir, train_file, ref, max_steps=STEPS))
     assert rc == 0, err
 
     argv = train_argv(tiny_dir, train_file, run, max_steps=STEPS)
-    proc = start_cb(argv, tmp_path / "killed.log")
-    try:
-        ckpt_step, lines_at_kill = _kill_after_checkpoint(proc, run)
-    finally:
-        proc.log_file.close()
+    proc = start_cb(argv, tmp_path / "killed.log", fresh=fresh)
+    ckpt_step, lines_at_kill = _kill_after_checkpoint(proc, run)
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "DONE").exists() and not (run / "adapter").exists()
     assert lines_at_kill > ckpt_step  # there are logged steps past the checkpoint to drop

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from relkit import run_main, train_argv
+from relkit import HUB_TOKEN, SECRETS, URL_KEY, files_with, run_main, train_argv
 
 from circuit_breakers import models
 from circuit_breakers.data import fetch as F
@@ -166,15 +166,6 @@ def test_symlinked_cache_folder_cannot_redirect_the_write(tmp_path):
 
 
 # -- secrets ----------------------------------------------------------------------------------
-SECRETS = {
-    "WANDB_API_KEY": "wandb-FAKE-0123456789abcdef0123456789abcdef",
-    "HF_TOKEN": "hf_FAKEenvTOKEN0123456789abcdefghij",
-    "CB_JUDGE_API_KEY": "sk-judge-FAKE-0123456789abcdef",
-    "OPENAI_API_KEY": "sk-openai-FAKE-0123456789abcdef",
-}
-HUB_TOKEN = "hf_FAKEconfigTOKEN0123456789abcdef"  # given in the YAML config
-
-
 class _EchoJudge(BaseHTTPRequestHandler):
     """A judge endpoint that echoes the Authorization header back, the worst case."""
 
@@ -191,15 +182,6 @@ class _EchoJudge(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
-
-
-def _files_with(folder: Path, secrets: list[str]) -> list[str]:
-    hits = []
-    for p in folder.rglob("*"):
-        if p.is_file():
-            data = p.read_bytes()
-            hits += [f"{p}: {s[:12]}..." for s in secrets if s.encode() in data]
-    return hits
 
 
 def test_no_secret_in_any_output_or_log(tmp_path, tiny_dir, train_file, monkeypatch, caplog):
@@ -256,11 +238,37 @@ def test_no_secret_in_any_output_or_log(tmp_path, tiny_dir, train_file, monkeypa
     assert rc2 == 0, se2
 
     secrets = [*SECRETS.values(), HUB_TOKEN]
-    leaks = _files_with(out, secrets) + _files_with(tmp_path / "eval", secrets)
+    (leaks, n1), (leaks2, n2) = files_with(out, secrets), files_with(tmp_path / "eval", secrets)
     logs = "\n".join([so, se, so2, se2, caplog.text])
-    leaks += [f"logs: {s[:12]}..." for s in secrets if s in logs]
-    files = sum(1 for d in (out, tmp_path / "eval") for p in d.rglob("*") if p.is_file())
-    print(f"\nleakage: {len(leaks)} secrets found in {files} output files and the logs")
+    leaks += leaks2 + [f"logs: {s[:12]}..." for s in secrets if s in logs]
+    print(f"\nleakage (train, eval): {len(leaks)} secrets found in {n1 + n2} files and the logs")
+    assert leaks == []
+
+
+def test_no_secret_in_demo_markers_summary_or_screen(tmp_path, monkeypatch, capsys):
+    """``cb demo`` writes its resolved settings (stage.json, summary.json) and prints the summary:
+    a judge URL with a key in it and a token among the training settings stay out of all three.
+    (The stages are stubs here; test_demo_resume runs the real ones with secrets set.)"""
+    from circuit_breakers.demo import DemoOptions, format_summary, run_demo
+    from circuit_breakers.report import STAGES
+
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "demo"
+    opts = DemoOptions(
+        output_dir=str(out),
+        device="cpu",
+        judge=f"endpoint:https://user:{URL_KEY}@judge.example/v1#judge",
+        train_set={"hub_token": HUB_TOKEN},
+    )
+    summary = run_demo(opts, runners={s: (lambda d: None) for s in STAGES}, say=print)
+    print(format_summary(summary))
+    secrets = [*SECRETS.values(), HUB_TOKEN, URL_KEY]
+    leaks, n = files_with(out, secrets)
+    screen = capsys.readouterr().out
+    leaks += [f"screen: {s[:12]}..." for s in secrets if s in screen]
+    assert "judge.example" in screen and n >= len(STAGES)  # the settings are there, redacted
+    print(f"\nleakage (demo settings): {len(leaks)} secrets found in {n} files and the screen")
     assert leaks == []
 
 
@@ -276,6 +284,13 @@ def test_redaction_of_objects_and_log_records(monkeypatch):
     clean = redact(obj)
     assert clean["api_key"] == REDACTED and clean["nested"][0]["password"] == REDACTED
     assert clean["url"] == f"https://user:{REDACTED}@host/v1"
+    # a URL's password is removed even when it is no known secret; other URLs are left alone
+    assert redact("endpoint:http://u:pw-unknown@127.0.0.1:8080/v1#m") == (
+        f"endpoint:http://u:{REDACTED}@127.0.0.1:8080/v1#m"
+    )
+    assert redact("git+ssh://git@github.com:org/x http://h:8080/v1?a=b:c@d") == (
+        "git+ssh://git@github.com:org/x http://h:8080/v1?a=b:c@d"
+    )
     assert clean["max_prompt_tokens"] == 512 and clean["tokens_per_s"] == 3.5
 
     stream = io.StringIO()
