@@ -188,6 +188,10 @@ def cmd_train(args) -> int:
     parser.set_defaults(output_dir="runs/train", **load_layers(known.preset, known.config))
     cfg, extra = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)[:2]
     summary = run_training(cfg, allow_pickle=extra.allow_pickle or None)
+    from .distributed import is_main_process
+
+    if not is_main_process(cfg):  # one line per run, not one per rank
+        return 0
     print(
         f"trained {summary['steps']} steps in {summary['seconds']:.1f} s "
         f"({summary['seconds_per_step']:.2f} s/step); adapter: {summary['adapter']}"
