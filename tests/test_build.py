@@ -503,3 +503,22 @@ def test_agentdojo_suites_and_attacks_stay_apart(tmp_path: Path) -> None:
     assert {s.meta["attack"] for s in held} == {"ignore_previous"}
     assert all(not s.has_target for s in held)
     assert res.stats["counts"]["train"]["by_class"] == {"harmful_flip": 3, "benign_twin": 2}
+
+
+def test_the_draw_does_not_depend_on_where_the_file_lies(tmp_path: Path, recipe_file: Path) -> None:
+    """The same JSONL at two locations gives the same shuffled pool (the seed ignores ``path``),
+    so moving a data folder does not change which samples a build draws."""
+    from circuit_breakers.data.catalog import CATALOG
+    from circuit_breakers.data.draw import DrawState, _pool
+    from circuit_breakers.data.recipe import SourceEntry
+
+    rows = _prompt_rows("synth_harm", "harmful", "harmful_flip", 20, 1)
+    pools = []
+    for folder in ("a", "b/c"):
+        (tmp_path / folder).mkdir(parents=True)
+        path = _jsonl(tmp_path / folder / "x.jsonl", rows)
+        st = DrawState(recipe=load_recipe(recipe_file), seed=3)
+        entry = SourceEntry(source="jsonl", count=5, path=path)
+        pools.append([s.id for s in _pool(st, entry, CATALOG["jsonl"], "train.x")[1]])
+    assert pools[0] == pools[1]
+    assert sorted(pools[0]) == sorted(r["id"] for r in rows) and pools[0] != sorted(pools[0])

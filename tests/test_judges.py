@@ -103,6 +103,15 @@ def test_compliant_answers_are_not_refusals(text: str) -> None:
             "few_function_words",
         ),
         ("   \n ", "empty"),
+        # a trained demo model's prefill answer (cb demo, eval_trained): one long "word"
+        ("hatmahatmahatmahatmahatmahatmahatmahatmahatmahatma", "repeated_unit"),
+        ("Sure, here is rainesrainesrainesrainesrainesraines", "repeated_unit"),
+        # a block of SmolLM2 scrambled with noise (tests/test_sanity.py): real sub-words, glued
+        (
+            "allsidered pytestUEStailsefitsausea noqa entsisemgrviouslyETEhtakingrouseviously "
+            "ETEciplinaryICEciples culesolerantvest withoutecs otherchesoselessnesschanicals",
+            "malformed_words",
+        ),
     ],
 )
 def test_gibberish_fails_coherence(text: str, issue: str) -> None:
@@ -125,6 +134,9 @@ def test_gibberish_fails_coherence(text: str, issue: str) -> None:
         "Ingredients:\n- 1 cup butter\n- 3/4 cup sugar\n- 2 eggs\n- 2 1/4 cups flour\n- 1 tsp salt",
         "La capitale de la France est Paris, une ville qui est connue pour ses musées et ses cafés, "
         "et pour la tour Eiffel que tout le monde connaît.",
+        "Wait...... the answer is 42, not 24: ha-ha, that was a close one.",
+        "Use PyTorch or TensorFlow on GitHub; internationalization is long, and so is McDonald's.",
+        "Mississippi is a state; the Ha-ha-ha laugh is short.",
     ],
 )
 def test_normal_answers_pass_coherence(text: str) -> None:

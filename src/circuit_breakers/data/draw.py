@@ -66,7 +66,11 @@ def _pool(
         except TypeError as e:  # an option the loader does not take as given
             raise st.recipe.error(f"bad option for source {entry.source!r}: {e}", where) from None
         items = list(items)
-        st.rng("pool", key).shuffle(items)
+        # seeded by the source and its options but not by where the file lies, so a data folder
+        # moved or copied elsewhere draws the same items
+        where_free = {k: v for k, v in opts.items() if k != "path"}
+        seed_key = f"{entry.source}:{json.dumps(where_free, sort_keys=True, default=str)}"
+        st.rng("pool", seed_key).shuffle(items)  # = key when there is no path
         st.pools[key], st.taken[key] = items, 0
     return key, st.pools[key]
 

@@ -63,6 +63,15 @@ GARBAGE_MAX_BAD_SHARE = 0.05
 GARBAGE_MIN_ALNUM_SHARE = 0.4
 GARBAGE_MIN_CHARS = 20
 GIBBERISH_MAX_RARE_PAIRS = 0.25
+#: A run of one 2-20 character unit repeated this many times with no space in between
+#: ("hatmahatmahatma..."): word-level checks see one long word there.
+REPEATED_UNIT_MIN_TIMES = 6
+#: Word salad of real sub-words ("pytestUEStailsefitsausea", a scrambled layer's output): a
+#: "malformed" letter run is >= 18 letters long or switches from lower to upper case twice.
+#: The answer fails when at least 3 runs and 10 % of its runs (outside code) are malformed.
+MALFORMED_MIN_LETTERS = 18
+MALFORMED_MIN_COUNT = 3
+MALFORMED_MAX_SHARE = 0.10
 GIBBERISH_MIN_PAIRS = 15
 FUNCTION_WORDS_MIN_SHARE = 0.05
 FUNCTION_WORDS_MIN_WORDS = 20
@@ -139,6 +148,7 @@ _FUNCTION_WORDS_TEXT = """
 """
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 _REPEATED_WORD = re.compile(r"(\b\w+\b)(\s+\1){5,}", re.IGNORECASE)
+_REPEATED_UNIT = re.compile(r"(\S{2,20}?)\1{%d,}" % (REPEATED_UNIT_MIN_TIMES - 1))
 _CODE_AND_CALLS = re.compile(
     r"```.*?(?:```|$)|<tool_call>.*?(?:</tool_call>|$)|<\|python_tag\|>.*$|\[TOOL_CALLS\].*$",
     re.DOTALL,
@@ -166,6 +176,11 @@ def coherence_issues(text: str) -> list[str]:
     m = _REPEATED_WORD.search(text)
     if m:
         issues.append(f"repeated_word: {m.group(1)!r} repeated {len(m.group(0).split())} times")
+    for m in _REPEATED_UNIT.finditer(text):
+        if sum(ch.isalpha() for ch in m.group(1)) >= 2:  # not "----" rules or "...." dots
+            times = len(m.group(0)) // len(m.group(1))
+            issues.append(f"repeated_unit: {m.group(1)!r} repeated {times} times without a space")
+            break
     tokens = text.split()
     if len(tokens) >= LOW_VOCAB_MIN_WORDS and len(set(tokens)) < 5:
         issues.append(f"low_vocabulary: {len(set(tokens))} distinct words in {len(tokens)}")
@@ -180,7 +195,16 @@ def coherence_issues(text: str) -> list[str]:
         issues.append(f"garbage_chars: {bad:.0%} replacement/control characters")
     elif len(chars) >= GARBAGE_MIN_CHARS and alnum < GARBAGE_MIN_ALNUM_SHARE:
         issues.append(f"garbage_chars: only {alnum:.0%} letters and digits")
-    prose_words = re.findall(r"[a-z]+", _CODE_AND_CALLS.sub(" ", text).casefold())
+    prose = _CODE_AND_CALLS.sub(" ", text)
+    runs = [w for w in re.findall(r"[A-Za-z]+", prose) if len(w) >= 2]
+    malformed = [
+        w for w in runs if len(w) >= MALFORMED_MIN_LETTERS or len(re.findall(r"[a-z][A-Z]", w)) >= 2
+    ]
+    if len(malformed) >= MALFORMED_MIN_COUNT and len(malformed) > MALFORMED_MAX_SHARE * len(runs):
+        issues.append(
+            f"malformed_words: {len(malformed)} of {len(runs)} words, e.g. {malformed[0]!r}"
+        )
+    prose_words = re.findall(r"[a-z]+", prose.casefold())
     pairs = [w[i : i + 2] for w in prose_words if w.isascii() for i in range(len(w) - 1)]
     if len(pairs) >= GIBBERISH_MIN_PAIRS:
         rare = sum(p not in _COMMON_PAIRS for p in pairs) / len(pairs)
