@@ -148,7 +148,7 @@ _FUNCTION_WORDS_TEXT = """
 """
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 _REPEATED_WORD = re.compile(r"(\b\w+\b)(\s+\1){5,}", re.IGNORECASE)
-_REPEATED_UNIT = re.compile(r"(\S{2,20}?)\1{%d,}" % (REPEATED_UNIT_MIN_TIMES - 1))
+_REPEATED_UNIT = re.compile(r"(\S{2,20}?)\1{" + str(REPEATED_UNIT_MIN_TIMES - 1) + ",}")
 _CODE_AND_CALLS = re.compile(
     r"```.*?(?:```|$)|<tool_call>.*?(?:</tool_call>|$)|<\|python_tag\|>.*$|\[TOOL_CALLS\].*$",
     re.DOTALL,
