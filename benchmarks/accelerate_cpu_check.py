@@ -1,9 +1,12 @@
-"""`cb train` under `accelerate launch` with each accelerate config, 2 CPU processes (gloo), on a
+"""`cb train` under `accelerate launch` with each accelerate config, 2 processes (CPU/gloo, or 2 GPUs
+with --gpu), on a
 tiny random model: exit code, per-step losses and the adapter, compared with the DDP run.
 
     python benchmarks/accelerate_cpu_check.py [--configs ddp,fsdp]
 
-ZeRO configs need DeepSpeed (not installed here) and are not run by default.
+Prints the engine accelerate really used (``train_summary.json: distributed``): on CPU,
+accelerate runs the FSDP config as plain multi-CPU DDP; DeepSpeed runs on CPU with
+``DS_ACCELERATOR=cpu`` (``pip install deepspeed``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from test_distributed import _free_port, train_flags, write_inputs  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--configs", default="ddp,fsdp")
+    p.add_argument("--gpu", action="store_true", help="on 2 GPUs (drops cb train --use_cpu)")
     args = p.parse_args()
     from safetensors.torch import load_file
 
@@ -37,8 +41,12 @@ def main() -> int:
         out = work / name
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
         cmd += [str(ROOT / "configs" / "accelerate" / f"{name}.yaml"), "--num_processes", "2"]
-        cmd += ["--num_machines", "1", "--main_process_port", str(_free_port()), "--cpu"]
-        cmd += ["-m", "circuit_breakers.cli", *train_flags(model, train, out)]
+        cmd += ["--num_machines", "1", "--main_process_port", str(_free_port())]
+        flags = train_flags(model, train, out)
+        if args.gpu:
+            i = flags.index("--use_cpu")
+            del flags[i : i + 2]
+        cmd += ["-m", "circuit_breakers.cli", *flags]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         rows = []
         if (out / "metrics.jsonl").exists():
@@ -46,6 +54,9 @@ def main() -> int:
         res[name] = {
             "exit": proc.returncode,
             "losses": [round(r["train/loss"], 6) for r in rows],
+            "engine": json.loads((out / "train_summary.json").read_text())["distributed"]
+            if (out / "train_summary.json").exists()
+            else None,
             "files": sorted(q.name for q in out.iterdir()) if out.exists() else [],
         }
         if proc.returncode:

@@ -333,6 +333,11 @@ def run_training(
         "seconds": seconds,
         "seconds_per_step": seconds / max(trainer.state.global_step, 1),
         "train_loss": result.training_loss,
+        # which engine really ran (accelerate may fall back, e.g. to plain DDP on CPU)
+        "distributed": {
+            "type": str(trainer.accelerator.distributed_type).split(".")[-1],
+            "world_size": trainer.accelerator.num_processes,
+        },
         "resumed_from": resume,
         "adapter": str(adapter),
         "data": data.stats,
