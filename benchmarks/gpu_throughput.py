@@ -41,6 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from shapes import LLAMA31_8B  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from circuit_breakers.config import CircuitBreakerConfig  # noqa: E402
 from circuit_breakers.fileio import write_json, write_text  # noqa: E402
 from circuit_breakers.masks import Features  # noqa: E402
@@ -55,24 +57,6 @@ from circuit_breakers.training_data import (  # noqa: E402
     TrainData,
 )
 
-LLAMA31_8B = dict(
-    vocab_size=128256,
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    max_position_embeddings=131072,
-    rms_norm_eps=1e-5,
-    rope_theta=500000.0,
-    rope_scaling={
-        "rope_type": "llama3",
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    },
-    tie_word_embeddings=False,
-)
 TINY = dict(
     vocab_size=1000,
     hidden_size=64,
@@ -411,7 +395,7 @@ def main() -> None:
         print("packed attention vs fp32 SDPA:", env["attention_check"], flush=True)
 
     # model: blocks 0..top kept (the reference's truncation), random init
-    mcfg = LlamaConfig(**spec, num_hidden_layers=top + 1)
+    mcfg = LlamaConfig(**{**spec, "num_hidden_layers": top + 1})
     mcfg._attn_implementation = "sdpa"
     t0 = time.perf_counter()
     with torch.device(device):

@@ -39,29 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scaling.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes import LLAMA31_8B  # noqa: E402
 
-#: Llama-3.1-8B (meta-llama/Llama-3.1-8B-Instruct config.json), without the weights.
-LLAMA31_8B = dict(
-    vocab_size=128256,
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    max_position_embeddings=131072,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-    bos_token_id=128000,
-    eos_token_id=128009,
-    rope_scaling={
-        "rope_type": "llama3",
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    },
-    rope_theta=500000.0,
-)
 #: Same architecture, tiny: 16 blocks so that the stage2 layers (target 15, LoRA 0-14) exist.
 TINY = dict(
     LLAMA31_8B,
