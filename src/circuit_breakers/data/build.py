@@ -203,7 +203,12 @@ def _label_flips(
         model, tok = mdl, tokenizer
 
         def flip_generate(prompts: list[str]) -> list[str]:
-            return generate_greedy(model, tok, prompts, max_new_tokens=FLIP_MAX_NEW_TOKENS)
+            from tqdm.auto import tqdm
+
+            with tqdm(total=len(prompts), desc="flip check (forced call)", unit="trace") as bar:
+                return generate_greedy(
+                    model, tok, prompts, max_new_tokens=FLIP_MAX_NEW_TOKENS, on_done=bar.update
+                )
 
     report = label_flips(
         final, flip_generate or (lambda prompts: []), renderer, model_name=model_name
