@@ -29,18 +29,35 @@ from test_distributed import _free_port, train_flags, write_inputs  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--configs", default="ddp,fsdp")
-    p.add_argument("--gpu", action="store_true", help="on 2 GPUs (drops cb train --use_cpu)")
+    p.add_argument("--gpu", action="store_true", help="on GPUs (drops cb train --use_cpu)")
+    p.add_argument(
+        "--inputs",
+        default=None,
+        help="a folder from an earlier --write-inputs (a machine without the SmolLM2 package)",
+    )
+    p.add_argument("--write-inputs", default=None, help="write the tiny model and data, exit")
+    p.add_argument("--nproc", type=int, default=2, help="processes (one per GPU with --gpu)")
     args = p.parse_args()
     from safetensors.torch import load_file
 
     work = Path(tempfile.mkdtemp(prefix="cb-accel-"))
-    model, train = write_inputs(work)
+    if args.write_inputs:
+        write_inputs(Path(args.write_inputs))
+        return 0
+    if args.inputs:
+        model, train = Path(args.inputs) / "model", Path(args.inputs) / "train.jsonl"
+    else:
+        model, train = write_inputs(work)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     res = {}
     for name in args.configs.split(","):
         out = work / name
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-        cmd += [str(ROOT / "configs" / "accelerate" / f"{name}.yaml"), "--num_processes", "2"]
+        cmd += [
+            str(ROOT / "configs" / "accelerate" / f"{name}.yaml"),
+            "--num_processes",
+            str(args.nproc),
+        ]
         cmd += ["--num_machines", "1", "--main_process_port", str(_free_port())]
         flags = train_flags(model, train, out)
         if args.gpu:
