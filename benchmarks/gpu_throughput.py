@@ -324,8 +324,7 @@ def profiled(fn, device, steps=2, cpu_table_path=None):
                 sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70
             ),
         )
-    busy = sum(v for k, v in fams.items())
-    fams["device_busy_ms"] = busy
+    fams["device_busy_ms"] = sum(fams.values())
     return table, {
         "wall_ms_per_step": 1e3 * wall / steps,
         **{k: v / steps for k, v in fams.items()},
