@@ -351,8 +351,9 @@ class Demo:
     def clean(self, stage: str) -> None:
         d = self.root / stage
         (d / MARKER).unlink(missing_ok=True)
-        for name in CLEAN.get(stage, ()):
-            p = d / name
+        # what a killed run left of its atomic writes (fileio.atomic_write, train.save_adapter)
+        leftovers = [*d.glob(".*.tmp"), *d.glob(".adapter-*"), *d.glob(".merged-*")]
+        for p in [*(d / name for name in CLEAN.get(stage, ())), *leftovers]:
             if p.is_dir():
                 shutil.rmtree(p)
             else:

@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,6 +192,33 @@ def _forkserver():
     return _context
 
 
+def _slow_down(spec: str) -> None:
+    """``CB_TEST_SLOW="module:function=seconds"`` (or ``module:Class.method=seconds``): that
+    function sleeps first, in this child only.
+
+    Widens a window a kill must land in (a step that takes milliseconds), so a test that kills
+    there does not race the process it polls."""
+    if not spec:
+        return
+    import functools
+    import importlib
+
+    target, seconds = spec.rsplit("=", 1)
+    module_name, path = target.split(":")
+    owner = importlib.import_module(module_name)
+    *parents, name = path.split(".")  # "function" or "Class.method"
+    for parent in parents:
+        owner = getattr(owner, parent)
+    fn = getattr(owner, name)
+
+    @functools.wraps(fn)
+    def slow(*args, **kwargs):
+        time.sleep(float(seconds))
+        return fn(*args, **kwargs)
+
+    setattr(owner, name, slow)
+
+
 def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
     """Body of a forked ``cb`` process: output to ``log``, one torch thread, exit with cb's code."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -208,6 +236,7 @@ def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
     # tqdm's default lock is a multiprocessing semaphore; one made by a process that is then
     # SIGKILLed is reported as leaked at exit. A thread lock does the same job in one process.
     tqdm.set_lock(threading.RLock())
+    _slow_down(os.environ.pop("CB_TEST_SLOW", ""))
     from circuit_breakers.cli import main
 
     sys.exit(main(argv))
