@@ -340,6 +340,31 @@ def test_batches_respect_the_token_budget(tiny, monkeypatch):
     assert sizes == [2, 2, 4, 1]
 
 
+def test_buffer_layer_is_the_left_padded_concatenation_written_in_place():
+    """The decode cache equals DynamicLayer's cat of left-padded rows, without reallocating."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rows = [
+        (torch.randn(1, 2, n, 4, generator=g), torch.randn(1, 2, n, 4, generator=g)) for n in (3, 5)
+    ]
+    layer = gen_mod._BufferLayer(rows, width=5, capacity=7)
+    padded_k = torch.zeros(2, 2, 5, 4)
+    padded_k[0, :, 2:], padded_k[1] = rows[0][0][0], rows[1][0][0]
+    assert torch.equal(layer.keys, padded_k) and layer.get_seq_length() == 5
+    buffer = layer._k.data_ptr()
+    for _ in range(2):
+        k, v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
+        padded_k, padded_v = torch.cat([padded_k, k], 2), torch.cat([layer.values, v], 2)
+        keys, values = layer.update(k, v)
+        assert torch.equal(keys, padded_k) and torch.equal(values, padded_v)
+    assert layer._k.data_ptr() == buffer and layer.get_seq_length() == 7
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, padded_k[1:])
+    with pytest.raises(RuntimeError, match="decode cache full: 8 > 7"):
+        layer.update(k[:1], v[:1])
+
+
 def test_prefix_groups_share_long_prefixes_only():
     a = [1, 2, 3, 4, 5, 6]
     ids = [a + [7], [9, 9], a + [8, 8], a, [9, 8]]

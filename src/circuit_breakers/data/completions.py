@@ -103,17 +103,32 @@ class FilterReport:
 def model_generator(
     model, tokenizer, settings: GenerationSettings, stats: Any | None = None
 ) -> GenerateFn:
-    """A :data:`GenerateFn` backed by :func:`circuit_breakers.eval.generate.generate`."""
-    from ..eval.generate import generate
+    """A :data:`GenerateFn` backed by the evaluation's generation code: greedy settings use
+    :func:`~circuit_breakers.eval.generate.generate_greedy` (unpadded prefill, a decode cache
+    written in place, finished rows leave the batch), sampling uses ``generate``."""
+    from tqdm.auto import tqdm
+
+    from ..eval.generate import generate, generate_greedy
 
     def run(prompts: list[str], desc: str) -> list[str]:
+        if not settings.do_sample:
+            with tqdm(total=len(prompts), desc=desc, unit="gen", leave=False) as bar:
+                return generate_greedy(
+                    model,
+                    tokenizer,
+                    prompts,
+                    max_new_tokens=settings.max_new_tokens,
+                    batch_size=settings.batch_size,
+                    stats=stats,
+                    on_done=bar.update,
+                )
         return generate(
             model,
             tokenizer,
             prompts,
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
-            do_sample=settings.do_sample,
+            do_sample=True,
             temperature=settings.temperature,
             desc=desc,
             stats=stats,

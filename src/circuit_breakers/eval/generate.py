@@ -15,7 +15,10 @@ Generation: prompts rendered with the chat template (plus an optional prefill).
   2. every prompt's own tokens are pre-filled on their own (batch of one on top of the
      group's prefix), so no compute goes to padding;
   3. the per-row caches are left-padded into one batch cache and decoded together, greedy,
-     at most ``batch_size`` rows and ``max_batch_tokens`` tokens (rows x (prompt + new));
+     at most ``batch_size`` rows and ``max_batch_tokens`` tokens (rows x (prompt + new)),
+     longest prompts first, rows of every prefix group mixed (a decoding step reads all the
+     weights whatever its row count); the batch cache is one buffer per layer written in place
+     (``_BufferLayer``), not a concatenation per token;
   4. a row that emits an end-of-turn token leaves the batch at once (its cache rows are
      dropped), so short answers do not pay for the longest one.
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicLayer
 
 from ..masks import Features, build_features, collate
 from ..render import ChatRenderer
@@ -235,6 +239,55 @@ def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
     return DynamicCache(ddp_cache_data=kv)
 
 
+class _BufferLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values live in one buffer sized for the whole
+    decode (prompt width + ``max_new_tokens``): ``update`` writes the new position in place and
+    ``keys`` / ``values`` are views of the filled part. ``DynamicLayer`` concatenates instead, a
+    fresh allocation and a copy of the whole cache per layer per token: on a 2-core CPU that was
+    a third of the decoding time (and more for 1-5k-token agent prompts).
+
+    Built from per-row caches ``[(keys [1, H, L_r, D], values), ...]``, left-padded to ``width``.
+    """
+
+    def __init__(self, rows: list[tuple[torch.Tensor, torch.Tensor]], width: int, capacity: int):
+        super().__init__()
+        k0, v0 = rows[0]
+        n, self.dtype, self.device = len(rows), k0.dtype, k0.device
+        self._k = k0.new_zeros((n, k0.shape[1], capacity, k0.shape[-1]))
+        self._v = v0.new_zeros((n, v0.shape[1], capacity, v0.shape[-1]))
+        for r, (k, v) in enumerate(rows):
+            self._k[r, :, width - k.shape[-2] : width] = k[0]
+            self._v[r, :, width - v.shape[-2] : width] = v[0]
+        self._len = width
+        self.is_initialized = True
+        self._view()
+
+    def _view(self) -> None:
+        self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self._len + key_states.shape[-2]
+        if end > self._k.shape[-2]:
+            raise RuntimeError(f"decode cache full: {end} > {self._k.shape[-2]} positions")
+        self._k[:, :, self._len : end] = key_states
+        self._v[:, :, self._len : end] = value_states
+        self._len = end
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._view()
+
+
+def _cache_of(layers: list[DynamicLayer]):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = list(layers)
+    return cache
+
+
 def _kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -275,19 +328,13 @@ def _decode(
     lengths = [kv[0][0].shape[-2] for kv, _ in rows]
     width = max(lengths)
     nxt = torch.stack([logits for _, logits in rows]).argmax(-1)
-    batch_kv = []
-    for layer in range(len(rows[0][0])):
-        k0, v0 = rows[0][0][layer]
-        keys = k0.new_zeros((n, k0.shape[1], width, k0.shape[-1]))
-        values = v0.new_zeros((n, v0.shape[1], width, v0.shape[-1]))
-        for r, (kv, _) in enumerate(rows):
-            k, v = kv[layer]
-            keys[r, :, width - k.shape[-2] :] = k[0]
-            values[r, :, width - v.shape[-2] :] = v[0]
-        batch_kv.append((keys, values))
+    layers = [
+        _BufferLayer([kv[layer] for kv, _ in rows], width, width + max_new_tokens)
+        for layer in range(len(rows[0][0]))
+    ]
     rows.clear()  # the per-row caches are no longer needed
-    cache = _cache_from(batch_kv)
-    del batch_kv
+    cache = _cache_of(layers)
+    del layers
     mask = torch.zeros(n, width, dtype=torch.long, device=device)
     for r, length in enumerate(lengths):
         mask[r, width - length :] = 1
@@ -364,30 +411,44 @@ def generate_greedy(
     eos = _eos_ids(model, tokenizer)
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answers: list[list[int]] = [[] for _ in prompts]
+    # decoding batches mix rows of every prefix group: a decoding step reads all the weights
+    # whatever the row count, so a suite of many small groups (one per jailbreak template)
+    # decoded group by group would pay for each group's steps; longest prompts first, so a
+    # batch's rows have similar widths
+    groups = prefix_groups(ids, min_shared_prefix)
+    group_of = {i: g for g, (_, members) in enumerate(groups) for i in members}
+    left = [len(members) for _, members in groups]  # rows of each group not pre-filled yet
+    prefixes: dict[int, list[tuple[torch.Tensor, torch.Tensor]] | None] = {}
     prefill = 0
-    for prefix_len, members in prefix_groups(ids, min_shared_prefix):
-        prefix_kv = None
-        if prefix_len:
-            prefix_kv, _ = _prefill(model, list(ids[members[0]][:prefix_len]), None, 0, device)
-            prefill += prefix_len
-        members = sorted(members, key=lambda i: -len(ids[i]))
-        start = 0
-        while start < len(members):
-            longest = len(ids[members[start]]) + max_new_tokens
-            take = max(1, min(batch_size, max_batch_tokens // longest))
-            chunk = members[start : start + take]
-            rows = []
-            for i in chunk:
-                own = list(ids[i][prefix_len:])
-                rows.append(_prefill(model, own, prefix_kv, prefix_len, device))
-                prefill += len(own)
-            for i, answer in zip(
-                chunk, _decode(model, rows, max_new_tokens=max_new_tokens, eos=eos, device=device)
-            ):
-                answers[i] = answer
-            if on_done is not None:
-                on_done(len(chunk))
-            start += take
+    order = sorted(range(len(prompts)), key=lambda i: (-len(ids[i]), i))
+    start = 0
+    while start < len(order):
+        longest = len(ids[order[start]]) + max_new_tokens
+        take = max(1, min(batch_size, max_batch_tokens // longest))
+        chunk = order[start : start + take]
+        rows = []
+        for i in chunk:
+            g = group_of[i]
+            prefix_len = groups[g][0]
+            if g not in prefixes:
+                prefixes[g] = None
+                if prefix_len:
+                    head = list(ids[i][:prefix_len])
+                    prefixes[g] = _prefill(model, head, None, 0, device)[0]
+                    prefill += prefix_len
+            own = list(ids[i][prefix_len:])
+            rows.append(_prefill(model, own, prefixes[g], prefix_len, device))
+            prefill += len(own)
+            left[g] -= 1
+            if not left[g]:
+                prefixes[g] = None  # its last row is in: free the prefix cache
+        for i, answer in zip(
+            chunk, _decode(model, rows, max_new_tokens=max_new_tokens, eos=eos, device=device)
+        ):
+            answers[i] = answer
+        if on_done is not None:
+            on_done(len(chunk))
+        start += take
     outputs = [tokenizer.decode(a, skip_special_tokens=True) for a in answers]
     if stats is not None:
         stats.n += len(prompts)
