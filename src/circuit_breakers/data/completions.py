@@ -70,6 +70,7 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 0.7
     seed: int = 0
+    max_batch_tokens: int = 65536  # greedy: rows x (prompt + new) per decoding batch (KV cache)
 
 
 @dataclass
@@ -119,6 +120,7 @@ def model_generator(
                     prompts,
                     max_new_tokens=settings.max_new_tokens,
                     batch_size=settings.batch_size,
+                    max_batch_tokens=settings.max_batch_tokens,
                     stats=stats,
                     on_done=bar.update,
                 )

@@ -311,6 +311,34 @@ def _prefill(model, ids: list[int], prefix_kv, prefix_len: int, device):
 
 
 @torch.inference_mode()
+def _prefill_together(model, prompts: list[list[int]], pad_id: int, device):
+    """Pre-fill prompts that share no prefix in one left-padded forward; per prompt
+    ``(kv, last logits)`` as :func:`_prefill` gives them, the padding cut off. A forward on one
+    short prompt costs about what a forward on many does (it reads every weight), so this is
+    what makes short-prompt suites cheap; the prompts should have similar lengths."""
+    width, n = max(map(len, prompts)), len(prompts)
+    x = torch.full((n, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((n, width), dtype=torch.long, device=device)
+    for r, ids in enumerate(prompts):
+        x[r, width - len(ids) :] = torch.tensor(ids, device=device)
+        mask[r, width - len(ids) :] = 1
+    out = model(
+        input_ids=x,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(1) - 1).clamp_min(0),
+        past_key_values=_plain_cache(model),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    kv = _kv(out.past_key_values)
+    return [
+        ([(k[r : r + 1, :, width - len(ids) :], v[r : r + 1, :, width - len(ids) :]) for k, v in kv],
+         out.logits[r, -1])
+        for r, ids in enumerate(prompts)
+    ]  # fmt: skip
+
+
+@torch.inference_mode()
 def _decode(
     model,
     rows: list[tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]],
@@ -370,6 +398,18 @@ def _decode(
     return answers
 
 
+def _token_budget(members: list[int], ids: Sequence[Sequence[int]], budget: int) -> list[list[int]]:
+    """Consecutive runs of ``members`` (longest first) whose padded size rows x longest stays
+    within ``budget`` tokens (a run has at least one member)."""
+    runs: list[list[int]] = []
+    for i in members:
+        if runs and (len(runs[-1]) + 1) * len(ids[runs[-1][0]]) <= budget:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def generate_greedy(
     model,
     tokenizer,
@@ -379,10 +419,15 @@ def generate_greedy(
     batch_size: int = 32,
     max_batch_tokens: int = 16384,
     min_shared_prefix: int = 64,
+    prefill_batch_tokens: int = 4096,
     stats: GenerationStats | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Greedy answers to rendered prompts, in input order (see the module docstring).
+
+    Prompts without a shared prefix are pre-filled together, left-padded, at most
+    ``prefill_batch_tokens`` (rows x longest) per forward; the others one by one on top of
+    their group's prefix.
 
     ``max_batch_tokens`` caps rows x (prompt + ``max_new_tokens``) of a decoding batch (the
     KV-cache size), ``batch_size`` its rows. ``on_done(k)`` is called as ``k`` answers finish
@@ -409,6 +454,7 @@ def generate_greedy(
         return outs
     device = next(model.parameters()).device
     eos = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answers: list[list[int]] = [[] for _ in prompts]
     # decoding batches mix rows of every prefix group: a decoding step reads all the weights
@@ -426,8 +472,13 @@ def generate_greedy(
         longest = len(ids[order[start]]) + max_new_tokens
         take = max(1, min(batch_size, max_batch_tokens // longest))
         chunk = order[start : start + take]
-        rows = []
-        for i in chunk:
+        row_of = {}
+        alone = [i for i in chunk if not groups[group_of[i]][0]]  # no shared prefix
+        for part in _token_budget(alone, ids, prefill_batch_tokens):
+            rows_in = _prefill_together(model, [list(ids[i]) for i in part], pad_id, device)
+            row_of.update(zip(part, rows_in))
+            prefill += sum(len(ids[i]) for i in part)
+        for i in (i for i in chunk if i not in row_of):
             g = group_of[i]
             prefix_len = groups[g][0]
             if g not in prefixes:
@@ -437,11 +488,12 @@ def generate_greedy(
                     prefixes[g] = _prefill(model, head, None, 0, device)[0]
                     prefill += prefix_len
             own = list(ids[i][prefix_len:])
-            rows.append(_prefill(model, own, prefixes[g], prefix_len, device))
+            row_of[i] = _prefill(model, own, prefixes[g], prefix_len, device)
             prefill += len(own)
             left[g] -= 1
             if not left[g]:
                 prefixes[g] = None  # its last row is in: free the prefix cache
+        rows = [row_of.pop(i) for i in chunk]
         for i, answer in zip(
             chunk, _decode(model, rows, max_new_tokens=max_new_tokens, eos=eos, device=device)
         ):
