@@ -12,8 +12,9 @@ Generation: prompts rendered with the chat template (plus an optional prefill).
 
   1. prompts that share a long token prefix (``min_shared_prefix``, default 64 tokens) are
      grouped, and the prefix's KV cache is computed once per group;
-  2. every prompt's own tokens are pre-filled on their own (batch of one on top of the
-     group's prefix), so no compute goes to padding;
+  2. a grouped prompt's own tokens are pre-filled on their own (batch of one on top of the
+     group's prefix), so no compute goes to padding; prompts without a shared prefix are
+     pre-filled together, left-padded among prompts of similar length;
   3. the per-row caches are left-padded into one batch cache and decoded together, greedy,
      at most ``batch_size`` rows and ``max_batch_tokens`` tokens (rows x (prompt + new)),
      longest prompts first, rows of every prefix group mixed (a decoding step reads all the
@@ -314,8 +315,8 @@ def _prefill(model, ids: list[int], prefix_kv, prefix_len: int, device):
 def _prefill_together(model, prompts: list[list[int]], pad_id: int, device):
     """Pre-fill prompts that share no prefix in one left-padded forward; per prompt
     ``(kv, last logits)`` as :func:`_prefill` gives them, the padding cut off. A forward on one
-    short prompt costs about what a forward on many does (it reads every weight), so this is
-    what makes short-prompt suites cheap; the prompts should have similar lengths."""
+    short prompt reads every weight, as one on many does (2-3 s less per short-prompt suite of
+    the demo eval, benchmarks/NOTES.md); the prompts should have similar lengths."""
     width, n = max(map(len, prompts)), len(prompts)
     x = torch.full((n, width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((n, width), dtype=torch.long, device=device)
