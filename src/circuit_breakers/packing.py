@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -271,13 +272,21 @@ def lora_fast_path(model: nn.Module):
     sum is rounded once instead of twice. Anything else (adapter disabled, merged, dropout,
     several adapters, no autocast with mixed dtypes) takes PEFT's own forward."""
     mods = _lora_modules(model)
-    saved = [m.__dict__.get("forward") for m in mods]
-    for m in mods:
-        m.forward = _fast_forward(m, next(iter(m.lora_A)), m.forward)
-    try:
+    with forwards_replaced(mods, [_fast_forward(m, next(iter(m.lora_A)), m.forward) for m in mods]):
         yield len(mods)
+
+
+@contextlib.contextmanager
+def forwards_replaced(modules: list[nn.Module], forwards: list) -> Iterator[None]:
+    """Inside the block, ``modules[i].forward`` is ``forwards[i]`` (an instance attribute);
+    afterwards each module's own forward (or the one set on it before) is back."""
+    saved = [m.__dict__.get("forward") for m in modules]
+    for m, fn in zip(modules, forwards, strict=True):
+        m.forward = fn
+    try:
+        yield
     finally:
-        for m, old in zip(mods, saved):
+        for m, old in zip(modules, saved):
             if old is None:
                 del m.forward
             else:

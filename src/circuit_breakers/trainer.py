@@ -32,7 +32,7 @@ from .checkpoints import last_good_checkpoint
 from .distributed import reduce_metrics
 from .fileio import append_jsonl
 from .losses import find_massive_dims, reroute_loss, retain_loss
-from .packing import lora_fast_path, pack, packed_attention
+from .packing import forwards_replaced, lora_fast_path, pack, packed_attention
 from .schedules import coefficients, curriculum_weights, progress
 from .training_data import row_weights
 
@@ -200,17 +200,8 @@ class CircuitBreakerTrainer(Trainer):
             cfg = torch._dynamo.config
             cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
             self._compiled = [torch.compile(b.forward, **self.compile_options) for b in blocks]
-        saved = [b.__dict__.get("forward") for b in blocks]
-        for b, fn in zip(blocks, self._compiled):
-            b.forward = fn
-        try:
+        with forwards_replaced(list(blocks), self._compiled):
             yield
-        finally:
-            for b, old in zip(blocks, saved):
-                if old is None:
-                    del b.forward
-                else:
-                    b.forward = old
 
     # -- the loss -------------------------------------------------------------------------------
     def current_class_weights(self) -> dict[str, float]:
