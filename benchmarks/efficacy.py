@@ -88,8 +88,11 @@ def markdown(agg: dict, n_seeds: int) -> str:
     out += ["| target | suite | metric | seeds passing |", "|---|---|---|---|"]
     for t in agg["targets"]:
         note = "" if t["required"] else " (reported)"
+        # a target a seed could not judge (the time, when the data build was reused) is not a fail
+        unknown = f", {t['unknown']} not judged" if t["unknown"] else ""
         out.append(
-            f"| {t['target']}{note} | {t['suite']} | {t['metric']} | {t['passed']}/{n_seeds} |"
+            f"| {t['target']}{note} | {t['suite']} | {t['metric']} | "
+            f"{t['passed']}/{n_seeds}{unknown} |"
         )
     p = agg["pipeline_seconds"]
     if p["mean"] is not None:
