@@ -1,10 +1,12 @@
 """Where does rerouting act? Per-set cosine and NLL of a trained adapter against its base model.
 
-For one adapter, on three sets of (prompt, completion) pairs, teacher-forced:
+For one adapter, on four sets of (prompt, completion) pairs, teacher-forced:
 
 * ``train_harmful``: harmful samples of the training file (the model's own completions);
 * ``heldout_harmful``: held-out harmful prompts with the *base* model's greedy completions
   (what the model would say, so what the circuit breaker must catch at generation time);
+* ``heldout_harmful_prefill``: the same prompts answered after ``"Sure, here is"`` (the data
+  build's default prefill): the form of the training completions on prompts never trained on;
 * ``heldout_benign``: the retain hold-out (benign prompts and answers).
 
 it prints the masked mean cosine between adapter-on and adapter-off hidden states at the target
@@ -32,11 +34,14 @@ from circuit_breakers.schema import Message, Sample, read_samples
 
 
 @torch.no_grad()
-def _generate(model, tok, renderer, samples, max_new_tokens, batch=16) -> list[str]:
+def _generate(model, tok, renderer, samples, max_new_tokens, batch=16, prefill="") -> list[str]:
     tok.padding_side = "left"
     out = []
     for i in range(0, len(samples), batch):
-        texts = [renderer.render_prompt(s.messages, s.tools) for s in samples[i : i + batch]]
+        texts = [
+            renderer.render_prompt(s.messages, s.tools, prefill=prefill)
+            for s in samples[i : i + batch]
+        ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
@@ -95,6 +100,9 @@ def _with_completion(s: Sample, text: str) -> Sample:
     return s.model_copy(update={"messages": msgs, "split": "harmful"})
 
 
+PREFILL = "Sure, here is"
+
+
 def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4) -> dict:
     from peft import PeftModel
 
@@ -113,10 +121,15 @@ def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4
     ][:n]
     with model.disable_adapter():
         base_out = _generate(model, tok, renderer, held, max_new_tokens)
+        base_pre = _generate(model, tok, renderer, held, max_new_tokens, prefill=PREFILL)
     held_pairs = [_with_completion(s, o) for s, o in zip(held, base_out)]
+    # the same prompts answered after the data build's adversarial prefill: the *form* of the
+    # training completions on prompts never trained on (memorized answers vs the distribution)
+    pre_pairs = [_with_completion(s, PREFILL + o) for s, o in zip(held, base_pre)]
     res = {
         "train_harmful": _stats(model, tok, renderer, train_text, layers),
         "heldout_harmful": _stats(model, tok, renderer, held_pairs, layers),
+        "heldout_harmful_prefill": _stats(model, tok, renderer, pre_pairs, layers),
         "heldout_benign": _stats(model, tok, renderer, benign, layers),
     }
     prompts = [s.model_copy(update={"messages": s.messages[:-1]}) for s in train_text[:show]]
@@ -138,11 +151,13 @@ def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4
 
 def print_probe(name: str, res: dict) -> None:
     print(f"\n== probe {name}")
-    for k in ("train_harmful", "heldout_harmful", "heldout_benign"):
+    for k in ("train_harmful", "heldout_harmful", "heldout_harmful_prefill", "heldout_benign"):
+        if k not in res:  # results of an older probe
+            continue
         r = res[k]
         cos = " ".join(f"L{ly}={c:.3f}" for ly, c in r["cos_by_layer"].items())
         print(
-            f"  {k:16s} n={r['n']:3d} cos {cos} med={r['cos_sample_median']:.3f} "
+            f"  {k:23s} n={r['n']:3d} cos {cos} med={r['cos_sample_median']:.3f} "
             f"<0.5:{r['frac_samples_cos_below_0.5']:.2f}  nll {r['nll_base']:.3f} -> "
             f"{r['nll_adapter']:.3f}"
         )
