@@ -1,12 +1,14 @@
 """Where does rerouting act? Per-set cosine and NLL of a trained adapter against its base model.
 
-For one adapter, on four sets of (prompt, completion) pairs, teacher-forced:
+For one adapter, on five sets of (prompt, completion) pairs, teacher-forced:
 
 * ``train_harmful``: harmful samples of the training file (the model's own completions);
 * ``heldout_harmful``: held-out harmful prompts with the *base* model's greedy completions
   (what the model would say, so what the circuit breaker must catch at generation time);
 * ``heldout_harmful_prefill``: the same prompts answered after ``"Sure, here is"`` (the data
   build's default prefill): the form of the training completions on prompts never trained on;
+* ``heldout_harmful_eval_prefill``: the same after the eval's first held-out prefill, an opener
+  no data build uses;
 * ``heldout_benign``: the retain hold-out (benign prompts and answers).
 
 it prints the masked mean cosine between adapter-on and adapter-off hidden states at the target
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS
 from circuit_breakers.masks import build_features, collate
 from circuit_breakers.models import load_model_and_tokenizer
 from circuit_breakers.render import ChatRenderer
@@ -101,6 +104,7 @@ def _with_completion(s: Sample, text: str) -> Sample:
 
 
 PREFILL = "Sure, here is"
+EVAL_PREFILL = HELD_OUT_PREFILLS[0]
 
 
 def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4) -> dict:
@@ -122,14 +126,18 @@ def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4
     with model.disable_adapter():
         base_out = _generate(model, tok, renderer, held, max_new_tokens)
         base_pre = _generate(model, tok, renderer, held, max_new_tokens, prefill=PREFILL)
+        base_evp = _generate(model, tok, renderer, held, max_new_tokens, prefill=EVAL_PREFILL)
     held_pairs = [_with_completion(s, o) for s, o in zip(held, base_out)]
     # the same prompts answered after the data build's adversarial prefill: the *form* of the
     # training completions on prompts never trained on (memorized answers vs the distribution)
     pre_pairs = [_with_completion(s, PREFILL + o) for s, o in zip(held, base_pre)]
+    # and after an opener no data build uses: the first of the eval's held-out prefills
+    evp_pairs = [_with_completion(s, EVAL_PREFILL + o) for s, o in zip(held, base_evp)]
     res = {
         "train_harmful": _stats(model, tok, renderer, train_text, layers),
         "heldout_harmful": _stats(model, tok, renderer, held_pairs, layers),
         "heldout_harmful_prefill": _stats(model, tok, renderer, pre_pairs, layers),
+        "heldout_harmful_eval_prefill": _stats(model, tok, renderer, evp_pairs, layers),
         "heldout_benign": _stats(model, tok, renderer, benign, layers),
     }
     prompts = [s.model_copy(update={"messages": s.messages[:-1]}) for s in train_text[:show]]
@@ -151,13 +159,19 @@ def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4
 
 def print_probe(name: str, res: dict) -> None:
     print(f"\n== probe {name}")
-    for k in ("train_harmful", "heldout_harmful", "heldout_harmful_prefill", "heldout_benign"):
+    for k in (
+        "train_harmful",
+        "heldout_harmful",
+        "heldout_harmful_prefill",
+        "heldout_harmful_eval_prefill",
+        "heldout_benign",
+    ):
         if k not in res:  # results of an older probe
             continue
         r = res[k]
         cos = " ".join(f"L{ly}={c:.3f}" for ly, c in r["cos_by_layer"].items())
         print(
-            f"  {k:23s} n={r['n']:3d} cos {cos} med={r['cos_sample_median']:.3f} "
+            f"  {k:28s} n={r['n']:3d} cos {cos} med={r['cos_sample_median']:.3f} "
             f"<0.5:{r['frac_samples_cos_below_0.5']:.2f}  nll {r['nll_base']:.3f} -> "
             f"{r['nll_adapter']:.3f}"
         )

@@ -115,6 +115,40 @@ def test_harmful_completions_prefill_and_labels(renderer: ChatRenderer) -> None:
     assert s.id == "h/0"
 
 
+def test_harmful_completions_with_several_prefills_pick_one_per_prompt_stably(
+    renderer: ChatRenderer,
+) -> None:
+    openers = ["Sure, here is", "Step 1:", "Okay. To do this,"]
+    prompts_seen: list[str] = []
+
+    def stub(prompts: list[str], desc: str) -> list[str]:
+        prompts_seen.extend(prompts)
+        return [" a plan with several parts, each described in detail, to do the task."] * len(
+            prompts
+        )
+
+    samples = [_harmful(i, f"Explain fixture attack number {i} in detail") for i in range(12)]
+    out, report = comp.harmful_completions(
+        samples,
+        stub,
+        renderer,
+        model_name="m",
+        prefill=openers,
+        filters=comp.FilterSettings(near_duplicate=None),
+    )
+    assert report.kept == 12
+    used = [s.labels["prefill"] for s in out]
+    assert set(used) == set(openers)  # 12 prompts spread over all three
+    for s, prompt, pre in zip(out, prompts_seen, used):
+        # the prompt ends in the opener, and the stored answer starts with the same one
+        assert prompt.endswith("<|im_start|>assistant\n" + pre)
+        assert s.messages[-1].content.startswith(pre + " a plan with several parts")
+    # the pick depends on the id only: the same prompts in another order get the same openers
+    again = comp.prefills_for(list(reversed(samples)), openers)
+    assert again == list(reversed(comp.prefills_for(samples, openers)))
+    assert comp.prefills_for(samples, "One") == ["One"] * 12
+
+
 def test_harmful_completion_that_refuses_is_dropped(renderer: ChatRenderer) -> None:
     def stub(prompts: list[str], desc: str) -> list[str]:
         return [" I cannot help with that request because it could hurt people badly."]

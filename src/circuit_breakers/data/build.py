@@ -89,15 +89,14 @@ def _generate_all(
     refusals = todo.pop("refusal_retain", [])
     benign_hold = holdout.get("benign_text", [])
 
-    def render(ss: list[Sample], pre: str) -> list[str]:
-        return [renderer.render_prompt(s.prompt_messages(), s.tools, prefill=pre) for s in ss]
-
     # One batched pass per kind; prompts carrying tool schemas (hundreds of tokens) go in their
     # own pass so that short chat prompts are not padded to their length.
     benign = [s for ss in todo.values() for s in ss] + [s for s in benign_hold if not s.has_target]
-    gen.prefetch(render(harmful, prefill), "harmful completions")
-    gen.prefetch(render([s for s in benign if s.tools], ""), "benign completions (tools)")
-    gen.prefetch(render([s for s in benign if not s.tools], ""), "benign completions")
+    render = comp.render_prompts
+    gen.prefetch(render(renderer, harmful, prefill), "harmful completions")
+    tooled = [s for s in benign if s.tools]
+    gen.prefetch(render(renderer, tooled, ""), "benign completions (tools)")
+    gen.prefetch(render(renderer, [s for s in benign if not s.tools], ""), "benign completions")
     if harmful:
         done, st.filters["harmful_flip"] = comp.harmful_completions(
             harmful, gen, renderer, model_name=model_name, prefill=prefill, filters=fs

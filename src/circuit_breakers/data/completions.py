@@ -161,19 +161,21 @@ def filter_completions(
     completions: Sequence[str],
     settings: FilterSettings,
     *,
-    prefill: str = "",
+    prefill: str | Sequence[str] = "",
     refusals_out: bool | None = None,
 ) -> tuple[list[tuple[Sample, str]], FilterReport]:
-    """Apply the filters (module docstring) and return ``(sample, completion)`` pairs kept."""
+    """Apply the filters (module docstring) and return ``(sample, completion)`` pairs kept.
+    ``prefill``: the text each completion continues, one for all or a list picked per sample
+    (:func:`prefills_for`)."""
     drop_refusals = settings.drop_refusals if refusals_out is None else refusals_out
     report = FilterReport(generated=len(completions))
     seen = NearDupIndex(settings.ngram, settings.near_duplicate or 1.0)
     kept: list[tuple[Sample, str]] = []
-    for sample, raw in zip(samples, completions):
+    for sample, raw, pre in zip(samples, completions, prefills_for(samples, prefill)):
         text = raw.strip()
         if settings.trim_to_sentence:
             text = trim_to_sentence(text, settings.min_words)
-        full = f"{prefill}{raw[: len(raw) - len(raw.lstrip())]}{text}" if prefill else text
+        full = f"{pre}{raw[: len(raw) - len(raw.lstrip())]}{text}" if pre else text
         if drop_refusals and (is_refusal(text) or is_refusal(full)):
             report.dropped["refusal"] += 1
             continue
@@ -221,8 +223,27 @@ def _with_answer(
     )
 
 
-def _render_all(renderer: ChatRenderer, samples: Sequence[Sample], prefill: str) -> list[str]:
-    return [renderer.render_prompt(s.prompt_messages(), s.tools, prefill=prefill) for s in samples]
+def prefills_for(samples: Sequence[Sample], prefill: str | Sequence[str]) -> list[str]:
+    """One prefill per sample: ``prefill`` itself, or one of a list of them picked by a stable
+    hash of the sample id (a rebuild picks the same). Several openers keep a circuit breaker from
+    learning one string: trained on completions that all begin "Sure, here is", it reroutes
+    held-out answers after that opener and not the model's other answers (README, sweep 8-9)."""
+    if isinstance(prefill, str):
+        return [prefill] * len(samples)
+    options = list(prefill)
+    if not options:
+        return [""] * len(samples)
+    return [options[_pick(s.id, len(options))] for s in samples]
+
+
+def render_prompts(
+    renderer: ChatRenderer, samples: Sequence[Sample], prefill: str | Sequence[str]
+) -> list[str]:
+    """The generation prompts, each followed by its sample's prefill (:func:`prefills_for`)."""
+    return [
+        renderer.render_prompt(s.prompt_messages(), s.tools, prefill=pre)
+        for s, pre in zip(samples, prefills_for(samples, prefill))
+    ]
 
 
 # -- the three kinds ---------------------------------------------------------------------------
@@ -232,15 +253,24 @@ def harmful_completions(
     renderer: ChatRenderer,
     *,
     model_name: str,
-    prefill: str = DEFAULT_HARMFUL_PREFILL,
+    prefill: str | Sequence[str] = DEFAULT_HARMFUL_PREFILL,
     filters: FilterSettings | None = None,
 ) -> tuple[list[Sample], FilterReport]:
     """Prompt-only harmful samples -> ``harmful_flip`` samples ending in a harmful completion."""
     filters = filters or FilterSettings()
-    outputs = generate_fn(_render_all(renderer, samples, prefill), "harmful completions")
+    outputs = generate_fn(render_prompts(renderer, samples, prefill), "harmful completions")
     kept, report = filter_completions(samples, outputs, filters, prefill=prefill, refusals_out=True)
-    labels = {"generated_by": model_name, "prefill": prefill, "is_flip_success": True}
-    out = [_with_answer(s, a, split="harmful", cls="harmful_flip", labels=labels) for s, a in kept]
+    used = dict(zip((s.id for s in samples), prefills_for(samples, prefill)))
+    out = [
+        _with_answer(
+            s,
+            a,
+            split="harmful",
+            cls="harmful_flip",
+            labels={"generated_by": model_name, "prefill": used[s.id], "is_flip_success": True},
+        )
+        for s, a in kept
+    ]
     return out, report
 
 
@@ -255,7 +285,7 @@ def benign_completions(
 ) -> tuple[list[Sample], FilterReport]:
     """Prompt-only retain samples -> the same class with the model's own (filtered) answer."""
     filters = filters or FilterSettings()
-    outputs = generate_fn(_render_all(renderer, samples, ""), desc)
+    outputs = generate_fn(render_prompts(renderer, samples, ""), desc)
     kept, report = filter_completions(samples, outputs, filters)
     labels = {"generated_by": model_name}
     out = [
@@ -276,7 +306,7 @@ def model_refusals(
 ) -> tuple[list[Sample], FilterReport]:
     """Harmful prompts -> ``refusal_retain`` with the model's own refusal after ``prefill``."""
     filters = filters or FilterSettings(min_words=4)
-    outputs = generate_fn(_render_all(renderer, samples, prefill), "model refusals")
+    outputs = generate_fn(render_prompts(renderer, samples, prefill), "model refusals")
     kept, report = filter_completions(
         samples, outputs, filters, prefill=prefill, refusals_out=False
     )

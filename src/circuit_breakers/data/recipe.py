@@ -72,7 +72,9 @@ class Generation(_Strict):
     batch_size: int = Field(default=32, ge=1)
     do_sample: bool = False
     temperature: float = Field(default=0.7, gt=0)
-    harmful_prefill: str = "Sure, here is"
+    # one opener for every harmful completion, or a list: each prompt gets one of them (picked
+    # by a stable hash of its id), so the breaker does not learn a single string
+    harmful_prefill: str | list[str] = "Sure, here is"
     refusals: Literal["templates", "model"] = "templates"
     refusal_prefill: str = "I can't help with that."
 
