@@ -92,11 +92,13 @@ def _generate_all(
     # One batched pass per kind; prompts carrying tool schemas (hundreds of tokens) go in their
     # own pass so that short chat prompts are not padded to their length.
     benign = [s for ss in todo.values() for s in ss] + [s for s in benign_hold if not s.has_target]
-    render = comp.render_prompts
-    gen.prefetch(render(renderer, harmful, prefill), "harmful completions")
-    tooled = [s for s in benign if s.tools]
-    gen.prefetch(render(renderer, tooled, ""), "benign completions (tools)")
-    gen.prefetch(render(renderer, [s for s in benign if not s.tools], ""), "benign completions")
+
+    def render(ss: list[Sample], pre: str | list[str]) -> list[str]:
+        return comp.render_prompts(renderer, ss, pre)  # the prompts the completers will ask for
+
+    gen.prefetch(render(harmful, prefill), "harmful completions")
+    gen.prefetch(render([s for s in benign if s.tools], ""), "benign completions (tools)")
+    gen.prefetch(render([s for s in benign if not s.tools], ""), "benign completions")
     if harmful:
         done, st.filters["harmful_flip"] = comp.harmful_completions(
             harmful, gen, renderer, model_name=model_name, prefill=prefill, filters=fs

@@ -227,7 +227,8 @@ def prefills_for(samples: Sequence[Sample], prefill: str | Sequence[str]) -> lis
     """One prefill per sample: ``prefill`` itself, or one of a list of them picked by a stable
     hash of the sample id (a rebuild picks the same). Several openers keep a circuit breaker from
     learning one string: trained on completions that all begin "Sure, here is", it reroutes
-    held-out answers after that opener and not the model's other answers (README, sweep 8-9)."""
+    held-out answers after that opener and not the model's other answers (README "Demo preset",
+    sweep rounds 8-10)."""
     if isinstance(prefill, str):
         return [prefill] * len(samples)
     options = list(prefill)
