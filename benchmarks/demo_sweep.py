@@ -127,6 +127,27 @@ def rejudge(args) -> int:
     return 0
 
 
+def merge(paths: list[str], output: str) -> int:
+    """Join the result files of one round run in several calls (same data, eval and judge)."""
+    parts = [json.loads(Path(x).read_text(encoding="utf-8")) for x in paths]
+    same = ("data_dir", "eval_config", "judge", "rejudged_with")
+    for x, d in zip(paths[1:], parts[1:]):
+        diff = [k for k in same if d.get(k) != parts[0].get(k)]
+        if diff:
+            raise SystemExit(f"{x}: {diff[0]} differs from {paths[0]}'s; not merged")
+    runs = [r for d in parts for r in d["runs"]]
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise SystemExit(
+            f"a run appears twice: {sorted(n for n in names if names.count(n) > 1)[0]}"
+        )
+    write_json(
+        Path(output), {**parts[0], "runs": runs, "merged_from": [Path(x).name for x in paths]}
+    )
+    print(f"{output}: {len(runs)} runs from {len(paths)} files")
+    return 0
+
+
 def fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -182,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--probe-n", type=int, default=48, help="samples per probe set")
     p.add_argument("--no-eval", action="store_true", help="train (and probe) only")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="join these result files (one round run in several calls) into --output",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.output)
     if args.rejudge:
         return rejudge(args)
 

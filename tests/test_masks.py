@@ -257,3 +257,23 @@ def test_prompt_tail_tokens_extend_the_loss_to_the_end_of_the_request():
         prompt_tail_tokens=10_000,
     )  # fmt: skip
     assert data.harmful[0].features.loss_mask[:first] == [1] * first
+
+
+def test_retain_full_sequence_puts_the_retain_loss_on_every_token_and_leaves_harmful_alone():
+    from circuit_breakers.training_data import build_train_data
+
+    tok = family_tokenizer("chatml")
+    r = ChatRenderer(tok)
+    harm = _sample(SINGLE, split="harmful", cls="harmful_flip")
+    plain = build_features(harm, r)
+    data = build_train_data(
+        [harm, _sample(SINGLE)], r, max_prompt_tokens=None, max_completion_tokens=None,
+        retain_full_sequence=True,
+    )  # fmt: skip
+    assert data.harmful[0].features.loss_mask == plain.loss_mask  # still the assistant span only
+    assert 0 in plain.loss_mask
+    retain = data.retain[0].features
+    assert retain.loss_mask == [1] * retain.n_tokens
+    # the system turn and the request are in the retained text now
+    masked = tok.decode([t for t, m in zip(retain.input_ids, retain.loss_mask) if m])
+    assert "2+2?" in masked and masked == tok.decode(retain.input_ids)

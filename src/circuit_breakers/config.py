@@ -75,6 +75,14 @@ class CircuitBreakerConfig(TrainingArguments):
             "spans only (the seed's policy)."
         },
     )
+    retain_full_sequence: bool = field(
+        default=False,
+        metadata={
+            "help": "Retain loss on every token of the retain samples (system, request, tool "
+            "outputs and assistant turns), as the reference implementation does; the harmful "
+            "side keeps its assistant-span mask. False = assistant spans only (the seed's policy)."
+        },
+    )
     max_prompt_tokens: int = field(
         default=512, metadata={"help": "Cut prompts from the left to this many tokens."}
     )

@@ -293,6 +293,7 @@ def run_training(
         max_completion_tokens=cfg.max_completion_tokens,
         mask_prompt_tokens=cfg.mask_prompt_tokens,
         prompt_tail_tokens=cfg.prompt_tail_tokens,
+        retain_full_sequence=cfg.retain_full_sequence,
         class_weights=class_weights,
         source_file=cfg.train_file,
     )

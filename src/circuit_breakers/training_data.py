@@ -59,6 +59,7 @@ def build_train_data(
     max_completion_tokens: int | None,
     mask_prompt_tokens: bool = True,
     prompt_tail_tokens: int = 0,
+    retain_full_sequence: bool = False,
     class_weights: dict[str, float] | None = None,
     source_file: str | None = None,
 ) -> TrainData:
@@ -75,7 +76,9 @@ def build_train_data(
             )
         except InputError as e:
             raise e.located(file=source_file, line=lineno) from None
-        if not mask_prompt_tokens:  # deliberate choice (config), never a fallback
+        # every token: a deliberate choice (config), never a fallback; or the reference's
+        # retain mask (the whole retain sequence) with the harmful side's mask unchanged
+        if not mask_prompt_tokens or (retain_full_sequence and s.split != "harmful"):
             f = Features(f.input_ids, [1] * f.n_tokens, f.prompt_truncated, f.completion_truncated)
         elif prompt_tail_tokens > 0:
             f = extend_mask_left(f, prompt_tail_tokens)
