@@ -19,22 +19,13 @@ import torch
 
 from circuit_breakers.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
 from circuit_breakers.masks import build_features, collate
-from circuit_breakers.models import load_model_and_tokenizer
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import read_samples
 
 
 def drift(model_spec: str, adapter: str, data_dir: str, n: int = 16) -> dict:
-    from peft import PeftModel
+    from reroute_probe import benign_answers, load_with_adapter
 
-    model, tok = load_model_and_tokenizer(model_spec, dtype=torch.float32, device="cpu")
-    model = PeftModel.from_pretrained(model, adapter).eval()
-    renderer = ChatRenderer(tok, name=str(model_spec))
-    benign = [
-        s
-        for s in read_samples(Path(data_dir) / "holdout" / "benign_text.jsonl")
-        if s.messages[-1].role == "assistant"
-    ][:n]
+    model, tok, renderer = load_with_adapter(model_spec, adapter, "cpu")
+    benign = benign_answers(data_dir, n)
     b = collate(
         [build_features(s, renderer, max_completion_tokens=64) for s in benign], tok.pad_token_id
     )

@@ -107,22 +107,33 @@ PREFILL = "Sure, here is"
 EVAL_PREFILL = HELD_OUT_PREFILLS[0]
 
 
-def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4) -> dict:
+def load_with_adapter(model_spec, adapter, device: str):
+    """fp32 model with the trained adapter (``disable_adapter()`` gives the base), tokenizer,
+    renderer."""
     from peft import PeftModel
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_model_and_tokenizer(model_spec, dtype=torch.float32, device=device)
     model = PeftModel.from_pretrained(model, adapter).eval()
-    renderer = ChatRenderer(tok, name=str(model_spec))
+    return model, tok, ChatRenderer(tok, name=str(model_spec))
+
+
+def benign_answers(data_dir, n: int) -> list[Sample]:
+    """The first ``n`` held-out benign samples that end in an assistant answer."""
+    return [
+        s
+        for s in read_samples(Path(data_dir) / "holdout" / "benign_text.jsonl")
+        if s.messages[-1].role == "assistant"
+    ][:n]
+
+
+def probe(model_spec, adapter, data_dir, layers, n=48, max_new_tokens=48, show=4) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok, renderer = load_with_adapter(model_spec, adapter, device)
     data_dir = Path(data_dir)
     train = [s for s in read_samples(data_dir / "train.jsonl") if s.split == "harmful"]
     train_text = [s for s in train if not s.tools][:n]
     held = read_samples(data_dir / "holdout" / "harmful_text.jsonl")[:n]
-    benign = [
-        s
-        for s in read_samples(data_dir / "holdout" / "benign_text.jsonl")
-        if s.messages[-1].role == "assistant"
-    ][:n]
+    benign = benign_answers(data_dir, n)
     with model.disable_adapter():
         base_out = _generate(model, tok, renderer, held, max_new_tokens)
         base_pre = _generate(model, tok, renderer, held, max_new_tokens, prefill=PREFILL)
