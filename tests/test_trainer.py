@@ -217,3 +217,41 @@ def test_class_weights_change_the_retain_loss(tmp_path):
         {"adversarial_safe": 2.0, "general_conversation": 0.8},
     )
     assert w.tolist() == [2.0, 3.0]
+
+
+def test_lora_skip_massive_inputs_keeps_those_columns_at_zero(tmp_path):
+    """The residual-reading projections' lora_A never reads the given dims (zero columns in the
+    saved adapter), their other columns train, and the modules reading other inputs are left
+    alone."""
+    from safetensors.torch import load_file
+
+    dims = [3, 17]
+    cfg = _cfg(tmp_path, lora_skip_massive_inputs=True, massive_dims=dims, max_steps=4)
+    model = tiny_model("chatml", layers=4)
+    peft_model, tok, _ = prepare_model(cfg, model, family_tokenizer("chatml"))
+    start = {
+        k.replace(".default", ""): v.detach().clone() for k, v in peft_model.named_parameters()
+    }
+    cfg2 = _cfg(
+        tmp_path,
+        output_dir=str(tmp_path / "o2"),
+        lora_skip_massive_inputs=True,
+        massive_dims=dims,
+        max_steps=4,
+    )
+    run_training(cfg2, model=tiny_model("chatml", layers=4), tokenizer=tok, samples=_samples())
+    saved = load_file(str(tmp_path / "o2" / "adapter" / "adapter_model.safetensors"))
+    readers = [
+        k
+        for k in saved
+        if "lora_A" in k
+        and any(f".{m}." in k for m in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"))
+    ]
+    others = [k for k in saved if "lora_A" in k and k not in readers]
+    assert readers and others
+    other_cols = [c for c in range(saved[readers[0]].shape[1]) if c not in dims]
+    for k in readers:
+        assert torch.count_nonzero(saved[k][:, dims]) == 0, k
+        assert not torch.allclose(saved[k][:, other_cols], start[k][:, other_cols]), k
+    for k in others:  # o_proj / down_proj read attention and MLP activations: not masked
+        assert torch.count_nonzero(saved[k][:, dims]) > 0, k

@@ -117,6 +117,17 @@ class CircuitBreakerConfig(TrainingArguments):
             "help": "Init lora_B ~ N(0, std) instead of 0. With B = 0 the rerouted state equals the frozen one, where cosine and L2 have zero gradient; in fp32 training never starts. 0 = PEFT default."
         },
     )
+    lora_skip_massive_inputs: bool = field(
+        default=False,
+        metadata={
+            "help": "Zero the lora_A columns that read the massive dims (the dims the *_no_massive "
+            "losses leave out; detected on the first batch unless massive_dims is set) in the "
+            "modules that read the normed residual stream (q/k/v/gate/up projections), and keep "
+            "them zero. Such a dim is near-constant over tokens, so through it the adapter can add "
+            "the same shift to every token, benign ones included. Saved adapters need nothing "
+            "extra at load time (the zeros are in the weights)."
+        },
+    )
     # -- objective ---------------------------------------------------------------------------
     loss_weighting: str = field(
         default="dual",

@@ -58,6 +58,31 @@ METRIC_KEYS = {
 }
 
 
+# LoRA-wrapped projections whose input is the normed residual stream (Llama-family names)
+RESIDUAL_READERS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+
+
+def mask_lora_inputs(model, dims: list[int]) -> list[tuple[torch.Tensor, list[int]]]:
+    """Zero the gradient of the ``lora_A`` columns that read ``dims`` in every residual-reading
+    LoRA module (hooks); returns the ``(weight, dims)`` pairs whose columns the caller zeroes."""
+    out = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] not in RESIDUAL_READERS or not hasattr(module, "lora_A"):
+            continue
+        for lin in module.lora_A.values():
+            keep = torch.ones(lin.weight.shape[1], dtype=lin.weight.dtype, device=lin.weight.device)
+            keep[dims] = 0
+            lin.weight.register_hook(lambda g, keep=keep: g * keep)
+            out.append((lin.weight, list(dims)))
+    if not out:
+        raise ValueError(
+            "lora_skip_massive_inputs: no LoRA module reads the residual stream "
+            f"(looked for {', '.join(RESIDUAL_READERS)} among lora_target_modules)"
+        )
+    log.info("lora_skip_massive_inputs: %d lora_A weights stop reading dims %s", len(out), dims)
+    return out
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/Inf; the message names the step and the last good checkpoint."""
 
@@ -127,6 +152,8 @@ class CircuitBreakerTrainer(Trainer):
         self.capture = LayerCapture(self.model, self.args.target_layers)
         self._compiled: list | None = None
         self.massive_dims: list[int] | None = self.args.massive_dims
+        self._masked_lora_a: list | None = None  # lora_skip_massive_inputs: (weight, cols) pairs
+        self._lora_a_zeroed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._tokens = 0
         self._t_last_log = time.perf_counter()
@@ -174,7 +201,16 @@ class CircuitBreakerTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         # The backward runs inside the context too: gradient checkpointing re-runs the blocks there.
         with self.speed_context(model):
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._masked_lora_a and not self._lora_a_zeroed:
+            # after the first backward (an in-place change before it would break autograd); the
+            # gradient hooks keep the columns at zero from here on (AdamW moves a zero with a
+            # zero gradient nowhere, weight decay included)
+            with torch.no_grad():
+                for w, cols in self._masked_lora_a:
+                    w[:, cols] = 0
+            self._lora_a_zeroed = True
+        return loss
 
     @contextlib.contextmanager
     def speed_context(self, model):
@@ -234,11 +270,15 @@ class CircuitBreakerTrainer(Trainer):
         )
 
         h, h0, r, r0 = self.target_states(model, h_ids, h_att, r_ids, r_att)
-        if self.massive_dims is None and "massive" in a.reroute_variant + a.retain_variant:
+        uses_massive = "massive" in a.reroute_variant + a.retain_variant
+        if self.massive_dims is None and (uses_massive or a.lora_skip_massive_inputs):
             self.massive_dims = find_massive_dims(
                 h0, h_mask
             )  # once, so every step removes the same dims
             log.info("massive dims (detected on the first batch): %s", self.massive_dims)
+        if a.lora_skip_massive_inputs and self._masked_lora_a is None:
+            # before this step's backward: the hooks zero those columns' gradients from now on
+            self._masked_lora_a = mask_lora_inputs(model, self.massive_dims)
         massive = {"massive_dims": self.massive_dims}
         l_rr, rr_stats = reroute_loss(
             h,
