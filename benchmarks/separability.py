@@ -108,7 +108,7 @@ def _dir_cos(x1, y1, x2, y2) -> float:
 
 
 def separability(model_spec: str, data_dir: str, n: int = 48, max_new_tokens: int = 48) -> dict:
-    from reroute_probe import _generate, _with_completion
+    from reroute_probe import _generate, _with_completion, benign_answers
 
     model, tok = load_model_and_tokenizer(model_spec, dtype=torch.float32, device="cpu")
     model.eval()
@@ -119,11 +119,7 @@ def separability(model_spec: str, data_dir: str, n: int = 48, max_new_tokens: in
     train_ret = [s for s in train if s.split == "retain" and s.messages[-1].role == "assistant"]
     train_ret = train_ret[: len(train_harm)]
     held_harm = read_samples(data_dir / "holdout" / "harmful_text.jsonl")[:n]
-    held_ben = [
-        s
-        for s in read_samples(data_dir / "holdout" / "benign_text.jsonl")
-        if s.messages[-1].role == "assistant"
-    ][:n]
+    held_ben = benign_answers(data_dir, n)
 
     def own(samples):  # the prompts with the base model's own greedy answers
         prompts = [
