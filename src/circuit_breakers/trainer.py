@@ -62,9 +62,9 @@ METRIC_KEYS = {
 RESIDUAL_READERS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
-def mask_lora_inputs(model, dims: list[int]) -> list[tuple[torch.Tensor, list[int]]]:
+def mask_lora_inputs(model, dims: list[int]) -> list[torch.Tensor]:
     """Zero the gradient of the ``lora_A`` columns that read ``dims`` in every residual-reading
-    LoRA module (hooks); returns the ``(weight, dims)`` pairs whose columns the caller zeroes."""
+    LoRA module (hooks); returns those ``lora_A`` weights, whose columns the caller zeroes."""
     out = []
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] not in RESIDUAL_READERS or not hasattr(module, "lora_A"):
@@ -73,7 +73,7 @@ def mask_lora_inputs(model, dims: list[int]) -> list[tuple[torch.Tensor, list[in
             keep = torch.ones(lin.weight.shape[1], dtype=lin.weight.dtype, device=lin.weight.device)
             keep[dims] = 0
             lin.weight.register_hook(lambda g, keep=keep: g * keep)
-            out.append((lin.weight, list(dims)))
+            out.append(lin.weight)
     if not out:
         raise ValueError(
             "lora_skip_massive_inputs: no LoRA module reads the residual stream "
@@ -152,7 +152,7 @@ class CircuitBreakerTrainer(Trainer):
         self.capture = LayerCapture(self.model, self.args.target_layers)
         self._compiled: list | None = None
         self.massive_dims: list[int] | None = self.args.massive_dims
-        self._masked_lora_a: list | None = None  # lora_skip_massive_inputs: (weight, cols) pairs
+        self._masked_lora_a: list | None = None  # lora_skip_massive_inputs: lora_A weights
         self._lora_a_zeroed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._tokens = 0
@@ -207,8 +207,8 @@ class CircuitBreakerTrainer(Trainer):
             # gradient hooks keep the columns at zero from here on (AdamW moves a zero with a
             # zero gradient nowhere, weight decay included)
             with torch.no_grad():
-                for w, cols in self._masked_lora_a:
-                    w[:, cols] = 0
+                for w in self._masked_lora_a:
+                    w[:, self.massive_dims] = 0
             self._lora_a_zeroed = True
         return loss
 
