@@ -37,6 +37,7 @@ from . import completions as comp
 from .build_stats import compute_stats
 from .dedup import NearDupIndex, drop_leaked, find_leakage, sample_texts
 from .draw import DrawState, entry_samples
+from .passes import GeneratorFor, finish_harmful, opener_stats, run_harmful_passes
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def _generate_all(
     gen: _Cached,
     renderer,
     model_name: str,
+    generator_for: GeneratorFor,
 ) -> None:
     r = st.recipe
     fs = comp.FilterSettings(
@@ -96,10 +98,27 @@ def _generate_all(
     def render(ss: list[Sample], pre: str | list[str]) -> list[str]:
         return comp.render_prompts(renderer, ss, pre)  # the prompts the completers will ask for
 
-    gen.prefetch(render(harmful, prefill), "harmful completions")
+    passes = r.generation.harmful_passes
+    own = [p for p in passes if not p.model or p.model == model_name]
+    for pre in [p.prefill for p in own] if passes else [prefill]:
+        gen.prefetch(render(harmful, pre), "harmful completions")
     gen.prefetch(render([s for s in benign if s.tools], ""), "benign completions (tools)")
     gen.prefetch(render([s for s in benign if not s.tools], ""), "benign completions")
-    if harmful:
+    if harmful and passes:
+        done, own_refusals, reports = run_harmful_passes(
+            harmful, passes, gen, renderer, model_name=model_name, filters=fs,
+            generator_for=generator_for,
+        )  # fmt: skip
+        st.filters.update(reports)
+        from ..eval.judges import get_judge
+
+        judge = get_judge(r.filters.harmful_judge) if r.filters.harmful_judge else None
+        done, st.harmful_info = finish_harmful(
+            done, judge=judge, max_opener_share=r.filters.max_opener_share
+        )
+        train["harmful_flip"] = train.get("harmful_flip", []) + done
+        train["refusal_retain"] = train.get("refusal_retain", []) + own_refusals
+    elif harmful:
         done, st.filters["harmful_flip"] = comp.harmful_completions(
             harmful, gen, renderer, model_name=model_name, prefill=prefill, filters=fs
         )
@@ -124,6 +143,29 @@ def _generate_all(
             prompts, gen, renderer, model_name=model_name, filters=fs, desc="held-out answers"
         )
         holdout["benign_text"] = [s for s in benign_hold if s.has_target] + done
+
+
+def _other_model_generator(recipe: Recipe, seed: int) -> GeneratorFor:
+    """Load a harmful pass's other model (once per spec) with the recipe's generation settings."""
+    loaded: dict[str, tuple[comp.GenerateFn, Any]] = {}
+
+    def generator_for(spec: str) -> tuple[comp.GenerateFn, Any]:
+        if spec not in loaded:
+            from ..eval.generate import load_for_eval
+            from ..render import ChatRenderer
+
+            mdl, tok = load_for_eval(spec)
+            g = recipe.generation
+            settings = comp.GenerationSettings(
+                g.max_new_tokens, g.batch_size, g.do_sample, g.temperature, seed
+            )
+            loaded[spec] = (
+                _Cached(comp.model_generator(mdl, tok, settings)),
+                ChatRenderer(tok, name=spec),
+            )
+        return loaded[spec]
+
+    return generator_for
 
 
 # -- targets and ratio ---------------------------------------------------------------------------
@@ -238,6 +280,7 @@ def build(
     tokenizer: Any = None,
     label_flips: bool = False,
     flip_generate: Callable[[list[str]], list[str]] | None = None,
+    generator_for: GeneratorFor | None = None,
 ) -> BuildResult:
     """Build the data of ``recipe`` into ``out_dir`` (see the module docstring).
 
@@ -245,7 +288,8 @@ def build(
     tokenizer; then no model is loaded). ``label_flips`` runs the forced-call check of
     :mod:`.flips` on the final AgentDojo ``harmful_flip`` samples with the build's model
     (greedy; ``flip_generate(prompts) -> outputs`` replaces it in tests) and reports it as
-    ``stats["flip_labels"]``.
+    ``stats["flip_labels"]``. ``generator_for(model) -> (GenerateFn, renderer)`` replaces the
+    other models that harmful passes name (tests).
     """
     from ..render import ChatRenderer
 
@@ -291,7 +335,10 @@ def build(
     renderer = ChatRenderer(tokenizer, name=model_name)
     if needs_gen:
         assert generate_fn is not None
-        _generate_all(st, train, holdout, _Cached(generate_fn), renderer, model_name)
+        _generate_all(
+            st, train, holdout, _Cached(generate_fn), renderer, model_name,
+            generator_for or _other_model_generator(recipe, st.seed),
+        )  # fmt: skip
         t = _tick(st, "generate", t)
 
     flat = [s for ss in train.values() for s in ss]
@@ -328,6 +375,11 @@ def build(
         generation_settings=recipe.generation.model_dump(),
     )
     stats["flip_labels"] = flip_report
+    stats["harmful_openers"] = opener_stats(
+        [s for s in final if s.priority_class.value == "harmful_flip"]
+    )
+    if st.harmful_info:
+        stats["harmful_passes"] = st.harmful_info
     t = _tick(st, "stats", t)
 
     _write(Path(out_dir), final, holdout)

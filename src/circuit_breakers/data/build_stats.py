@@ -224,6 +224,23 @@ def format_summary(stats: dict[str, Any], out_dir: str) -> str:
             f"filter {name}: kept {f['kept']}/{f['generated']}"
             + (f" ({dropped})" if dropped else "")
         )
+    hp = stats.get("harmful_passes")
+    if hp:
+        judge = hp.get("judge")
+        cap = hp.get("opener_cap")
+        lines.append(
+            f"harmful passes: {hp['generated_kept_by_filters']} after the filters"
+            + (f", judge {judge['name']} dropped {judge['dropped_not_harmful']}" if judge else "")
+            + (f", opener cap {cap['max_share']:.0%} dropped {cap['dropped']}" if cap else "")
+            + f", kept {hp['kept']}"
+        )
+    op = stats.get("harmful_openers")
+    if op and op["n"]:
+        top = ", ".join(f"{o!r} {c}" for o, c in op["top"][:3])
+        lines.append(
+            f"harmful openers: {op['distinct']} distinct in {op['n']}; the most common holds "
+            f"{op['max_share']:.1%} ({top})"
+        )
     if stats["shortfall"]:
         lines.append(
             "short of target: " + ", ".join(f"{k} by {v}" for k, v in stats["shortfall"].items())

@@ -39,6 +39,7 @@ class DrawState:
     used_ids: set[str] = field(default_factory=set)
     filters: dict[str, comp.FilterReport] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    harmful_info: dict[str, Any] = field(default_factory=dict)  # judge and opener-cap counts
 
     def rng(self, *key: Any) -> random.Random:
         return random.Random("/".join(map(str, (self.seed, *key))))

@@ -10,8 +10,10 @@ Shape (the packaged ``demo.yaml`` / ``full.yaml`` are commented examples)::
     target_ratio: 4.5              # Dr:Ds by count after filtering (see build.py for how)
     class_weights: {}              # overrides of the seed's class weights (effective ratio)
     generation: {max_new_tokens, batch_size, do_sample, temperature, harmful_prefill,
+                 harmful_passes: [{name, prefill, model, own_refusals}],
                  refusals: templates|model, refusal_prefill}
-    filters: {min_words, near_duplicate, ngram, trim_to_sentence}
+    filters: {min_words, near_duplicate, ngram, trim_to_sentence, harmful_judge,
+              max_opener_share}
     leakage: {ngram, threshold}
     holdout:
       agentdojo_suites: [slack]              # whole suites never trained on
@@ -67,6 +69,15 @@ class ClassSpec(_Strict):
     sources: list[SourceEntry] = Field(default_factory=list)
 
 
+class HarmfulPass(_Strict):
+    """One generation pass over the harmful prompts (see :mod:`.passes`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    prefill: str | list[str] = ""
+    model: str | None = None  # another model writes this pass (a weaker generator)
+    own_refusals: bool = False  # this pass's refusals become refusal_retain samples
+
+
 class Generation(_Strict):
     max_new_tokens: int = Field(default=80, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -75,6 +86,9 @@ class Generation(_Strict):
     # one opener for every harmful completion, or a list: each prompt gets one of them (picked
     # by a stable hash of its id), so the breaker does not learn a single string
     harmful_prefill: str | list[str] = "Sure, here is"
+    # several passes (own answers, other prefills, another model); empty: one pass with
+    # harmful_prefill on the build's model
+    harmful_passes: list[HarmfulPass] = Field(default_factory=list)
     refusals: Literal["templates", "model"] = "templates"
     refusal_prefill: str = "I can't help with that."
 
@@ -84,6 +98,10 @@ class Filters(_Strict):
     near_duplicate: float | None = Field(default=0.6, gt=0, le=1)
     ngram: int = Field(default=5, ge=1)
     trim_to_sentence: bool = True
+    # keep only generated harmful completions this judge calls compliant (None: no judge)
+    harmful_judge: str | None = None
+    # at most this fraction of the generated harmful completions may share one opener
+    max_opener_share: float | None = Field(default=None, gt=0, le=1)
 
 
 class Leakage(_Strict):
@@ -292,5 +310,16 @@ def check_recipe(recipe: Recipe) -> None:
                     f"source {entry.source!r} is held out (holdout.prompt_sources) and cannot be trained on",
                     f"{where}.source",
                 )
+    names = [p.name for p in recipe.generation.harmful_passes]
+    if len(set(names)) != len(names):
+        raise recipe.error("harmful pass names must be unique", "generation.harmful_passes")
+    if any(p.own_refusals for p in recipe.generation.harmful_passes) and (
+        "refusal_retain" not in recipe.train
+    ):
+        raise recipe.error(
+            "a pass keeps own_refusals but the recipe has no refusal_retain class",
+            "generation.harmful_passes",
+            hint="add 'refusal_retain: {sources: []}' under train",
+        )
     if "harmful_flip" not in recipe.train:
         raise recipe.error("the recipe has no harmful_flip class (Ds would be empty)", "train")
