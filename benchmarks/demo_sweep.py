@@ -176,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True, help="output folder of `cb data build`")
     p.add_argument("--grid", required=True, help="YAML: {base: {...}, runs: {name: {...}}}")
     p.add_argument("--model", default="default")
+    p.add_argument("--preset", default="demo", help="training preset the grid overrides")
+    p.add_argument(
+        "--pick",
+        default=None,
+        help="write the overrides of the best run to this JSON file (pick_best says how)",
+    )
     p.add_argument("--eval-config", default="demo", help="eval YAML or packaged name")
     p.add_argument("--suites", default=None, help="comma-separated suite names (default all)")
     p.add_argument("--judge", default="default")
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples_out:
             collect(work / "base_eval" / "samples.jsonl", "base", Path(args.samples_out))
     for name, over in runs.items():
-        layers = load_layers("demo", None)
+        layers = load_layers(args.preset, None)
         layers.update(base_over)
         layers.update(over or {})
         layers.update(
@@ -302,7 +308,39 @@ def main(argv: list[str] | None = None) -> int:
             collect(work / name / "eval" / "samples.jsonl", name, Path(args.samples_out))
     print("\nall runs:")
     print_table(results)
+    if args.pick:
+        best = pick_best(results)
+        write_json(Path(args.pick), best)
+        print(f"picked {best['name']}: {best['why']}")
     return 0
+
+
+def pick_best(results: list[dict], nll_ratio: float = 1.05, tools_drop: float = 0.03) -> dict:
+    """The run with the lowest harmful_text compliance among those that keep benign NLL within
+    ``nll_ratio`` of base and benign tool accuracy within ``tools_drop`` of it; if none keeps
+    both, the one with the smallest benign NLL. Written before any result was seen."""
+    base = next(r for r in results if r["name"] == "base")["suites"]
+
+    def get(r: dict, suite: str, metric: str) -> float:
+        v = r["suites"].get(suite, {}).get(metric)
+        return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    runs = [r for r in results if r["name"] != "base" and r.get("suites")]
+    ok = [
+        r
+        for r in runs
+        if get(r, "benign_text", "benign_nll")
+        <= nll_ratio * get({"suites": base}, "benign_text", "benign_nll")
+        and get(r, "benign_tools", "benign_action_accuracy")
+        >= base.get("benign_tools", {}).get("benign_action_accuracy", 0.0) - tools_drop
+    ]
+    if ok:
+        best = min(ok, key=lambda r: get(r, "harmful_text", "harmful_compliance_rate"))
+        why = "lowest harmful_text compliance among runs that keep benign NLL and tool accuracy"
+    else:
+        best = min(runs, key=lambda r: get(r, "benign_text", "benign_nll"))
+        why = "no run kept benign NLL and tool accuracy; smallest benign NLL"
+    return {"name": best["name"], "overrides": best.get("overrides") or {}, "why": why}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
-"""Efficacy of the demo: ``cb demo`` with several seeds; per suite and metric, base vs trained,
-mean +- std over the seeds, and how many seeds meet each issue-6 target.
+"""Efficacy: ``cb demo`` with several training seeds; per suite and metric, base vs trained,
+mean +- std over the seeds with Wilson 95 % intervals, and how many seeds meet each target.
 
     python benchmarks/efficacy.py --seeds 0,1,2 --output-dir runs/efficacy [--device auto]
+    python benchmarks/efficacy.py --model qwen2.5-coder-0.5b --seeds 0,1,2 --share-base \
+        --output-dir runs/efficacy_qwen        # -> benchmarks/results/efficacy_qwen.json
+
+``--model qwen2.5-coder-0.5b`` takes the ``qwen`` recipe, preset and eval config and the
+efficacy targets (:data:`~circuit_breakers.report.EFFICACY_TARGETS`); the embedded default
+takes the demo's. ``--share-base`` builds the data once (``--data-seed``, default 0) and
+evaluates the base model once: later seeds reuse the first seed's ``data`` and ``eval_base``
+stages, so every seed is compared with the same base run and only the training seed varies.
 
 Each seed is one full ``cb demo`` run in ``OUT/seed<N>`` (data built with that seed, so the
 held-out suites are redrawn too, then base eval, training with that seed, sanity, trained eval,
@@ -17,15 +25,34 @@ markdown table per suite and one of the targets.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 from pathlib import Path
 
 from circuit_breakers.demo import DemoOptions, fmt_seconds, parse_setting, run_demo
+from circuit_breakers.eval.intervals import rate_interval
 from circuit_breakers.fileio import write_json
+from circuit_breakers.report import DEMO_TARGETS, EFFICACY_TARGETS, check_targets
+
+#: per embedded model: the recipe / preset / eval config and targets the benchmark uses
+MODEL_CONFIGS = {
+    "default": {"config": "demo", "targets": "demo", "results": "efficacy.json"},
+    "smollm2": {"config": "demo", "targets": "demo", "results": "efficacy.json"},
+    "qwen2.5-coder-0.5b": {
+        "config": "qwen",
+        "targets": "efficacy",
+        "results": "efficacy_qwen.json",
+    },
+}
+TABLES = {"demo": DEMO_TARGETS, "efficacy": EFFICACY_TARGETS}
+RATE_PREFIXES = ("harmful_compliance_rate", "refusal_rate", "harmful_action_rate",
+                 "benign_action_accuracy", "benign_action_name_accuracy", "over_refusal_rate",
+                 "coherence_pass_rate", "tool_call_rate")  # fmt: skip
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -47,9 +74,14 @@ def aggregate(summaries: list[dict]) -> dict:
     for (suite, metric), c in cells.items():
         bm, bs = mean_std(c["base"])
         tm, ts = mean_std(c["trained"])
+        ivs = [s.get("intervals", {}) for s in summaries]
         metrics.append(
             {"suite": suite, "metric": metric, "base_mean": bm, "base_std": bs,
-             "trained_mean": tm, "trained_std": ts, "n_seeds": len(c["base"])}
+             "trained_mean": tm, "trained_std": ts, "n_seeds": len(c["base"]),
+             "n": (summaries[0].get("n") or {}).get(suite) if summaries else None,
+             "base_interval": ivs[0].get("base", {}).get(suite, {}).get(metric) if ivs else None,
+             "trained_intervals": [iv.get("trained", {}).get(suite, {}).get(metric)
+                                   for iv in ivs]}
         )  # fmt: skip
     targets: dict[tuple[str, str], dict] = {}
     for s in summaries:
@@ -68,6 +100,79 @@ def aggregate(summaries: list[dict]) -> dict:
     }
 
 
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def intervals(results: dict | None) -> dict:
+    """Wilson 95 % intervals of every rate metric of a ``results.json``, keyed suite/metric."""
+    out: dict[str, dict[str, list[float] | None]] = {}
+    for suite, m in ((results or {}).get("suites") or {}).items():
+        n = m.get("n")
+        out[suite] = {
+            k: rate_interval(v, n)
+            for k, v in m.items()
+            if k.startswith(RATE_PREFIXES) and isinstance(v, (int, float))
+        }
+    return out
+
+
+def tool_accuracy_by_source(samples_file: Path) -> dict:
+    """benign_tools accuracy per data source (BFCL, AgentDojo) and mode, with n and interval:
+    each agentic environment must be one the base model can act in for its suite to count."""
+    groups: dict[str, list[bool]] = {}
+    if not samples_file.exists():
+        return {}
+    for line in samples_file.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line) if line.strip() else None
+        if not rec or rec.get("suite") != "benign_tools":
+            continue
+        key = f"{rec['id'].split('/', 1)[0]}/{rec.get('mode') or 'free'}"
+        groups.setdefault(key, []).append(bool(rec["scores"]["benign_action"]["value"]))
+    return {
+        k: {"accuracy": round(sum(v) / len(v), 4), "n": len(v),
+            "interval": rate_interval(sum(v) / len(v), len(v))}
+        for k, v in sorted(groups.items())
+    }  # fmt: skip
+
+
+def analyse_run(run_dir: Path, table_name: str) -> dict:
+    """Targets (with the benchmark's table), intervals and tool accuracy per source of one seed."""
+    base = _read_json(run_dir / "eval_base" / "results.json")
+    trained = _read_json(run_dir / "eval_trained" / "results.json")
+    sanity = _read_json(run_dir / "sanity" / "sanity.json")
+    targets = check_targets(
+        base, trained, sanity_ok=sanity.get("ok") if sanity else None, table=TABLES[table_name]
+    )
+    return {
+        "targets": targets,
+        "targets_met": sum(1 for t in targets if t["required"] and t["pass"]),
+        "targets_required": sum(1 for t in targets if t["required"]),
+        "n": {k: v.get("n") for k, v in ((base or trained or {}).get("suites") or {}).items()},
+        "intervals": {"base": intervals(base), "trained": intervals(trained)},
+        "tools_by_source": {
+            "base": tool_accuracy_by_source(run_dir / "eval_base" / "samples.jsonl"),
+            "trained": tool_accuracy_by_source(run_dir / "eval_trained" / "samples.jsonl"),
+        },
+    }
+
+
+def share_base(first: Path, run_dir: Path) -> None:
+    """Give a later seed the first seed's finished data and base evaluation (same hashes)."""
+    for stage in ("data", "eval_base"):
+        src, dst = first / stage, run_dir / stage
+        if src.is_dir() and not dst.exists():
+            shutil.copytree(src, dst)
+
+
+def _iv(iv: list[float] | None) -> str:
+    return "" if not iv else f"[{iv[0]:.3f}, {iv[1]:.3f}]"
+
+
+def _ci(m: float | None, iv: list[float] | None) -> str:
+    return "-" if m is None else f"{m:.3f} {_iv(iv)}".rstrip()
+
+
 def _pm(m: float | None, s: float | None) -> str:
     return "-" if m is None else f"{m:.3f} ± {s:.3f}"
 
@@ -78,10 +183,17 @@ def markdown(agg: dict, n_seeds: int) -> str:
     for r in agg["metrics"]:
         suites.setdefault(r["suite"], []).append(r)
     for suite, rows in suites.items():
-        out += [f"**{suite}**", "", "| metric | base | trained |", "|---|---|---|"]
         out += [
-            f"| {r['metric']} | {_pm(r['base_mean'], r['base_std'])} | "
-            f"{_pm(r['trained_mean'], r['trained_std'])} |"
+            f"**{suite}**",
+            "",
+            "| metric | base [95 % CI] | trained, mean ± std over seeds | per-seed 95 % CI |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['metric']} | {_ci(r['base_mean'], r.get('base_interval'))} | "
+            f"{_pm(r['trained_mean'], r['trained_std'])} | "
+            + ", ".join(_iv(iv) for iv in r.get("trained_intervals") or [])
+            + " |"
             for r in rows
         ]
         out.append("")
@@ -115,10 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir", default="runs/efficacy", help="one cb demo run per seed under it"
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--results", default="benchmarks/results/efficacy.json")
+    p.add_argument("--results", default=None, help="default: benchmarks/results/<per model>")
     p.add_argument("--model", default="default")
+    p.add_argument("--recipe", default=None, help="data recipe (default: per model)")
+    p.add_argument("--preset", default=None, help="training preset (default: per model)")
+    p.add_argument("--targets", default=None, choices=sorted(TABLES), help="target table")
     p.add_argument("--data-dir", default=None, help="one finished data build for every seed")
-    p.add_argument("--eval-config", default="demo")
+    p.add_argument("--data-seed", type=int, default=None, help="data seed for every seed")
+    p.add_argument(
+        "--share-base",
+        action="store_true",
+        help="build the data and evaluate the base model once (first seed), reuse for the rest",
+    )
+    p.add_argument("--eval-config", default=None)
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--judge", default=None)
@@ -131,26 +252,42 @@ def main(argv: list[str] | None = None) -> int:
     if len(seeds) < 3:
         print(f"warning: {len(seeds)} seed(s); the issue asks for >= 3", file=sys.stderr)
     train_set = dict(parse_setting(x) for x in args.train_set)
-    results = Path(args.results)
+    mc = MODEL_CONFIGS.get(args.model, MODEL_CONFIGS["default"])
+    recipe = args.recipe or mc["config"]
+    preset = args.preset or mc["config"]
+    eval_config = args.eval_config or mc["config"]
+    table = args.targets or mc["targets"]
+    data_seed = args.data_seed if args.data_seed is not None else (0 if args.share_base else None)
+    results = Path(args.results or f"benchmarks/results/{mc['results']}")
     record: dict = {
         "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
         "device": _device_name(args.device),
         "seeds": seeds,
+        "model": args.model,
+        "recipe": recipe,
+        "preset": preset,
+        "eval_config": eval_config,
+        "train_set": train_set,
+        "target_table": table,
         "runs": [],
     }
     for seed in seeds:
         print(f"=== seed {seed} ===", flush=True)
+        run_dir = Path(args.output_dir) / f"seed{seed}"
+        if args.share_base and seed != seeds[0]:
+            share_base(Path(args.output_dir) / f"seed{seeds[0]}", run_dir)
         opts = DemoOptions(
-            output_dir=str(Path(args.output_dir) / f"seed{seed}"), model=args.model, seed=seed,
-            data_dir=args.data_dir, eval_config=args.eval_config, eval_limit=args.eval_limit,
+            output_dir=str(run_dir), model=args.model, seed=seed, data_seed=data_seed,
+            recipe=recipe, preset=preset,
+            data_dir=args.data_dir, eval_config=eval_config, eval_limit=args.eval_limit,
             max_new_tokens=args.max_new_tokens, judge=args.judge, dtype=args.dtype,
             device=args.device, train_set=train_set, progress=not args.no_progress,
         )  # fmt: skip
         s = run_demo(opts)
         record["runs"].append(
             {"seed": seed, **{k: s[k] for k in ("run_dir", "eval", "stages", "seconds", "sanity",
-                                                 "comparison", "targets", "targets_met",
-                                                 "targets_required")}}
+                                                 "comparison")},
+             **analyse_run(run_dir, table)}
         )  # fmt: skip
         record["aggregate"] = aggregate(record["runs"])
         write_json(results, record)

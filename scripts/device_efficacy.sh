@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The Qwen2.5-Coder-0.5B efficacy benchmark on a lent GPU machine (no network; it keeps /tmp
+# only while it stays warm, so the calls go back to back). Each call is one of:
+#   bash scripts/device_efficacy.sh chunk        append .carry/chunk to the tar (device_pack.sh)
+#   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
+# The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
+#   1. cb data build --recipe qwen                          -> data/
+#   2. demo_sweep.py: benchmarks/sweeps/qwen_round1.yaml, seed 0, three suites, --pick
+#   3. efficacy.py --model qwen2.5-coder-0.5b, seeds 0,1,2, the picked overrides, shared base
+# Results are copied to $OUT after every call, finished or not.
+set -uo pipefail
+W=/tmp/cbw
+mkdir -p "$W"
+deadline=$(( $(date +%s) + ${CB_DEVICE_SECONDS:-550} ))
+left() { echo $(( deadline - $(date +%s) )); }
+
+collect() {
+  [ -n "${OUT:-}" ] || return 0
+  cp "$W"/efficacy_qwen.json "$W"/sweep_qwen1.json "$W"/pick.json "$OUT"/ 2>/dev/null
+  cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
+  (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
+      --exclude='train.jsonl' runs sweep/*/metrics.jsonl logs 2>/dev/null)
+  true
+}
+
+case "${1:-}" in
+chunk)
+  cat .carry/chunk >> "$W/blob.tar" && stat -c '%s bytes so far' "$W/blob.tar"
+  exit ;;
+run) want=${2:?sha256 of the tar} ;;
+*) echo "usage: $0 chunk | run SHA256" >&2; exit 2 ;;
+esac
+
+if [ ! -f "$W/unpacked" ]; then
+  got=$(sha256sum "$W/blob.tar" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then echo "tar sha256 $got, expected $want" >&2; exit 3; fi
+  tar -xf "$W/blob.tar" -C "$W" && rm -f "$W/blob.tar" && touch "$W/unpacked"
+fi
+if [ ! -f "$W/pylib/.done" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$W/pylib" .whl/*.whl && touch "$W/pylib/.done" || exit 4
+fi
+export PYTHONPATH="$W/pylib:$W/site:$PWD/src" CB_CACHE="$W/cache" PYTHONUNBUFFERED=1 \
+  HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$W/logs"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+step() {  # step NAME DONE_FILE CMD...: run CMD (with the time left) unless DONE_FILE exists
+  local name=$1 done=$2; shift 2
+  [ -e "$done" ] && { echo "== $name: done before"; return 0; }
+  echo "== $name ($(left) s left)"
+  timeout "$(left)" "$@" 2>&1 | tee -a "$W/logs/$name.log" | grep -vE '^\s*$|it/s\]|s/it\]'
+  [ -e "$done" ]
+}
+
+step data "$W/data/stats.json" \
+  python3 -m circuit_breakers.cli data build --recipe qwen --output-dir "$W/data" || { collect; exit 1; }
+step sweep "$W/pick.json" \
+  python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
+    --data-dir "$W/data" --grid benchmarks/sweeps/qwen_round1.yaml --eval-config qwen \
+    --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
+    --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
+sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
+step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
+    --seeds 0,1,2 --share-base --data-dir $W/data --dtype float32 --no-progress $sets \
+    --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
+rc=$?
+collect
+exit $rc
