@@ -17,7 +17,9 @@ def test_wilson_matches_the_closed_form_by_hand():
 
 def test_wilson_at_zero_and_n_stays_in_the_unit_interval():
     lo, hi = wilson_interval(0, 150)
-    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(3.8415 / (150 + 3.8415), abs=1e-4)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(
+        3.8415 / (150 + 3.8415), abs=1e-4
+    )
     lo, hi = wilson_interval(150, 150)
     assert hi == 1.0 and lo == pytest.approx(150 / (150 + 3.8415), abs=1e-4)
 

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 
 import yaml
-from test_build import WORDS, recipe_file  # noqa: F401  (the fixture)
 
 from circuit_breakers.data import passes
 from circuit_breakers.data.build import build
@@ -15,6 +14,7 @@ from circuit_breakers.data.build_stats import format_summary
 from circuit_breakers.data.recipe import load_recipe
 from circuit_breakers.render import ChatRenderer
 from circuit_breakers.schema import read_samples, validate_sample
+from test_build import WORDS, recipe_file  # noqa: F401  (the fixture)
 
 from kit import base_tokenizer
 
