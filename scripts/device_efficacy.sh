@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Qwen2.5-Coder-0.5B efficacy benchmark on a lent GPU machine (no network; it keeps /tmp
 # only while it stays warm, so the calls go back to back). Each call is one of:
-#   bash scripts/device_efficacy.sh chunk        append .carry/chunk to the tar (device_pack.sh)
+#   bash scripts/device_efficacy.sh chunk N      write .carry/chunk as chunk N of the tar (device_pack.sh)
 #   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
 #   1. cb data build --recipe qwen                          -> data/
@@ -24,8 +24,9 @@ collect() {
 }
 
 case "${1:-}" in
-chunk)
-  cat .carry/chunk >> "$W/blob.tar" && stat -c '%s bytes so far' "$W/blob.tar"
+chunk)  # chunk N: written at its own offset, so a resent or reordered chunk lands right
+  dd if=.carry/chunk of="$W/blob.tar" bs=1M seek=$(( 10#${2:?chunk index} * ${CHUNK_MIB:-58} )) \
+    conv=notrunc status=none && stat -c '%s bytes so far' "$W/blob.tar"
   exit ;;
 run) want=${2:?sha256 of the tar} ;;
 *) echo "usage: $0 chunk | run SHA256" >&2; exit 2 ;;
@@ -36,9 +37,10 @@ if [ ! -f "$W/unpacked" ]; then
   if [ "$got" != "$want" ]; then echo "tar sha256 $got, expected $want" >&2; exit 3; fi
   tar -xf "$W/blob.tar" -C "$W" && rm -f "$W/blob.tar" && touch "$W/unpacked"
 fi
-if [ ! -f "$W/pylib/.done" ]; then
+mark="$W/pylib/.done-$(ls .whl | md5sum | cut -c1-8)"
+if [ ! -f "$mark" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$W/pylib" .whl/*.whl && touch "$W/pylib/.done" || exit 4
+    --target "$W/pylib" .whl/*.whl && touch "$mark" || exit 4
 fi
 export PYTHONPATH="$W/pylib:$W/site:$PWD/src" CB_CACHE="$W/cache" PYTHONUNBUFFERED=1 \
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

