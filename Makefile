@@ -27,5 +27,5 @@ test-all: install
 demo: install
 	cb demo --output-dir $(OUT)
 
-lint:
+lint: install
 	ruff check . && ruff format --check .

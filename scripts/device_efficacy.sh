@@ -6,6 +6,7 @@
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
 #   1. cb data build --recipe qwen                          -> data/
 #   2. demo_sweep.py: benchmarks/sweeps/qwen_round1.yaml, seed 0, three suites, --pick
+#      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds 0,1,2, the picked overrides, shared base
 # Results are copied to $OUT after every call, finished or not.
 set -uo pipefail
@@ -18,6 +19,7 @@ collect() {
   [ -n "${OUT:-}" ] || return 0
   cp "$W"/efficacy_qwen.json "$W"/sweep_qwen1.json "$W"/pick.json "$OUT"/ 2>/dev/null
   cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
+  [ -f "$W/data/stats.json" ] && tar -C "$W" -czf "$OUT/data.tgz" data 2>/dev/null
   (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
       --exclude='train.jsonl' runs sweep/*/metrics.jsonl logs 2>/dev/null)
   true
@@ -57,12 +59,16 @@ step() {  # step NAME DONE_FILE CMD...: run CMD (with the time left) unless DONE
 
 step data "$W/data/stats.json" \
   python3 -m circuit_breakers.cli data build --recipe qwen --output-dir "$W/data" || { collect; exit 1; }
-step sweep "$W/pick.json" \
-  python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
-    --data-dir "$W/data" --grid benchmarks/sweeps/qwen_round1.yaml --eval-config qwen \
-    --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
-    --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
-sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
+if [ "${CB_NO_SWEEP:-0}" = 1 ]; then
+  sets=$(for kv in ${CB_SETS:-}; do printf -- '--train-set %s ' "$kv"; done)
+else
+  step sweep "$W/pick.json" \
+    python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
+      --data-dir "$W/data" --grid benchmarks/sweeps/qwen_round1.yaml --eval-config qwen \
+      --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
+      --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
+  sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
+fi
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
     --seeds 0,1,2 --share-base --data-dir $W/data --dtype float32 --no-progress $sets \
     --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"

@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     report.add_parser(sub)
 
-    from .slurm import add_slurm_parser  # `cb slurm render` (issue 8)
+    from .slurm import add_slurm_parser  # `cb slurm render`
 
     add_slurm_parser(sub)
     return p

@@ -62,7 +62,7 @@ class CircuitBreakerConfig(TrainingArguments):
     mask_prompt_tokens: bool = field(
         default=True,
         metadata={
-            "help": "Loss only on the assistant span(s) (the seed's loss masking policy). False puts loss on every non-pad token, deliberately."
+            "help": "Loss only on the assistant span(s) (the default loss masking policy). False puts loss on every non-pad token, deliberately."
         },
     )
     prompt_tail_tokens: int = field(
@@ -72,7 +72,7 @@ class CircuitBreakerConfig(TrainingArguments):
             "span (the end of the request, or of the tool result carrying an injection, and the "
             "assistant header), in both splits: rerouted on harmful samples, retained on the "
             "others. The reference implementation reroutes request and response; 0 = assistant "
-            "spans only (the seed's policy)."
+            "spans only (the default policy)."
         },
     )
     retain_full_sequence: bool = field(
@@ -80,7 +80,7 @@ class CircuitBreakerConfig(TrainingArguments):
         metadata={
             "help": "Retain loss on every token of the retain samples (system, request, tool "
             "outputs and assistant turns), as the reference implementation does; the harmful "
-            "side keeps its assistant-span mask. False = assistant spans only (the seed's policy)."
+            "side keeps its assistant-span mask. False = assistant spans only (the default policy)."
         },
     )
     max_prompt_tokens: int = field(
@@ -132,7 +132,7 @@ class CircuitBreakerConfig(TrainingArguments):
     loss_weighting: str = field(
         default="dual",
         metadata={
-            "help": "Coefficient schedule: single (alpha(t)*L_rr + L_ret), dual_paper (cs=a(1-t/2T), cr=a*t/2T), dual (seed stage2: cs=a*max(0,1-p/2), cr=0.5+0.5p)."
+            "help": "Coefficient schedule: single (alpha(t)*L_rr + L_ret), dual_paper (cs=a(1-t/2T), cr=a*t/2T), dual (reference stage-2 form: cs=a*max(0,1-p/2), cr=0.5+0.5p)."
         },
     )
     alpha: float = field(
@@ -161,7 +161,7 @@ class CircuitBreakerConfig(TrainingArguments):
     sample_weights: dict = field(
         default_factory=lambda: dict(DEFAULT_CLASS_WEIGHTS),
         metadata={
-            "help": "Per priority-class loss weights (the seed's table); a sample's own 'weight' overrides."
+            "help": "Per priority-class loss weights (the default class-weight table, schema.DEFAULT_CLASS_WEIGHTS); a sample's own 'weight' overrides."
         },
     )
     retain_sampling: str = field(

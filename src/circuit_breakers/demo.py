@@ -11,7 +11,7 @@ eval_trained   ``cb eval`` with the adapter      ``eval_trained/results.json``, 
 report         ``cb report``                     ``report/report.html`` and its PNGs
 =============  ================================  ==================================================
 
-then ``summary.json`` (per suite and metric base vs trained, the issue-6 targets with pass/fail,
+then ``summary.json`` (per suite and metric base vs trained, the acceptance targets with pass/fail,
 the eval limits, every stage's wall time) and the same table on the terminal.
 
 Resuming. A stage's *config hash* covers its own settings, resolved (the recipe's contents, the
@@ -362,7 +362,7 @@ class Demo:
 
     def write_marker(self, stage: str, **fields_: Any) -> dict:
         marker = {"stage": stage, "hash": self.hashes.get(stage), **fields_}
-        write_json(self.root / stage / MARKER, redact(marker))  # no secret on disk (issue 9)
+        write_json(self.root / stage / MARKER, redact(marker))  # no secret on disk
         return marker
 
     def run(self) -> dict:
@@ -509,7 +509,7 @@ def run_data(d: Demo) -> dict:
     if d.o.data_dir:  # a finished build: checked in config(); its stats go into the run folder
         src, dst = d.data_dir / "stats.json", d.root / "data" / "stats.json"
         if src.resolve() != dst.resolve():
-            write_text(dst, src.read_text(encoding="utf-8"))  # atomic (issue 9)
+            write_text(dst, src.read_text(encoding="utf-8"))  # atomic
         return {"data_dir": str(d.data_dir), "built": False}
     from .data.build import build
     from .data.build_stats import format_summary

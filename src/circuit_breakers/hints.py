@@ -1,6 +1,6 @@
 """Default "what to do" hints for input errors raised without one.
 
-Every bad-input message must say what to do (issue 9). The best hint is written where the error
+Every bad-input message must say what to do. The best hint is written where the error
 is raised; many validation errors come from pydantic or from checks that only know *what* is
 wrong, so the CLI fills the gap here: the first rule whose pattern matches the message (or the
 field) gives the hint. A hint given at the raise site always wins.

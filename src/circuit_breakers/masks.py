@@ -4,7 +4,7 @@ The rendered text is tokenized once with ``return_offsets_mapping``; a token is 
 its character range overlaps a loss span. Then the mask is *verified*: the masked tokens must
 cover each span exactly (no token straddles a span edge) and must decode back to the span text.
 An empty mask or a mismatch raises :class:`InputError`; there is no fallback to "loss on every
-token", the seed's silent failure.
+token", which would fail silently.
 
 Truncation policy: the prompt (tokens before the first masked token) is cut from the left to
 ``max_prompt_tokens``; the completion (from the first masked token on) is cut from the right to

@@ -6,7 +6,7 @@ It reads the run folder that ``cb demo`` writes (:data:`STAGES`, one subfolder e
 stage's marker ``<stage>/stage.json``. Whatever is missing is named on the page, never a crash:
 a report of a half-finished run is how one looks at a run that failed.
 
-The page holds the issue-6 targets with pass/fail, the base-vs-trained table and bars per suite
+The page holds the acceptance targets with pass/fail, the base-vs-trained table and bars per suite
 and metric, the training curves, the data stats and training config, the sanity answers, and
 example outputs (harmful and benign, base next to trained, HTML-escaped). Images are embedded
 as base64 so the file can be mailed or attached; the same PNGs are written next to it.
@@ -568,7 +568,7 @@ def render_html(run: RunData, images: dict[str, bytes | None]) -> str:
         for t in targets
     ]
     s.append(
-        "<h2>Targets (issue 6)</h2>"
+        "<h2>Targets</h2>"
         + _table(["target", "suite", "metric", "base", "trained", "limit", ""], trows, raw=True)
     )
     rows = compare_rows(run.base, run.trained)

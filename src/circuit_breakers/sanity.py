@@ -2,10 +2,10 @@
 
 Representation rerouting can break a model in a way no loss curve shows: pushed too hard
 (alpha too high, too few retain samples, wrong layers) it answers *everything* with word
-salad, repeated tokens or nothing (training-regime seed, "Output Coherence"). This check
-generates greedy answers to :data:`SANITY_PROMPTS`, ten fixed benign requests (eight text,
-two with tools, rendered with the model's own tool format or the fallback one), and runs the
-coherence checks of :mod:`circuit_breakers.eval.text_checks` on each.
+salad, repeated tokens or nothing. This check generates greedy answers to
+:data:`SANITY_PROMPTS`, ten fixed benign requests (eight text, two with tools, rendered with
+the model's own tool format or the fallback one), and runs the coherence checks
+of :mod:`circuit_breakers.eval.text_checks` on each.
 
 The model passes when at least ``min_pass_rate`` of the answers are coherent (default 0.8:
 eight of ten). One slip is allowed because even a healthy small model can loop on one

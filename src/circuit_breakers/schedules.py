@@ -8,21 +8,21 @@ its counter per micro-batch and divided by a hard-coded 300, so under gradient a
 
 Kinds (see :func:`coefficients`):
 
-- ``single``: ``cs = alpha * (1 - alpha_decay * p)``, ``cr = 1``. The seed's
+- ``single``: ``cs = alpha * (1 - alpha_decay * p)``, ``cr = 1``. The reference
   ``alpha(t) * L_rr + L_ret``; ``alpha_decay = 0`` keeps alpha constant.
 - ``dual_paper``: ``cs = alpha * (1 - p / 2)``, ``cr = alpha * p / 2``, i.e. Zou et al.'s
   ``cs = alpha (1 - t / 2T)``, ``cr = alpha t / 2T``.
-- ``dual``: the training-regime seed's stage-2 form, ``cs = alpha * max(0, 1 - p / 2)``,
-  ``cr = 0.5 + 0.5 p``. The seed's comment "At step 300: cs=0.0" contradicts its own formula,
-  which gives ``alpha / 2`` at ``p = 1`` (it only reaches 0 at twice the run length); we follow
-  the formula.
+- ``dual``: the reference stage-2 form, ``cs = alpha * max(0, 1 - p / 2)``,
+  ``cr = 0.5 + 0.5 p``. The reference recipe's comment "At step 300: cs=0.0" contradicts its
+  own formula, which gives ``alpha / 2`` at ``p = 1`` (it only reaches 0 at twice the run
+  length); we follow the formula.
 
-The curriculum (seed "Curriculum (Optional, Phase 2.5)") reweights three classes in three
-phases; the phase values are absolute weights, exactly as in the seed (phase 2 equals the
-seed's base weights), and classes a phase does not name keep their base weight.
+The curriculum (the reference recipe's optional phase 2.5) reweights three classes in three
+phases; the phase values are absolute weights, exactly as in the reference recipe (phase 2
+equals the default base weights), and classes a phase does not name keep their base weight.
 
-:func:`effective_ratio` on the seed's worked example (1000 Ds, 4500 Dr) gives 4.95, not the
-seed's 5.45: its terms 1000 + 750 + 600 + 500 + 1600 + 500 sum to 4950, not 5450.
+:func:`effective_ratio` on the reference recipe's worked example (1000 Ds, 4500 Dr) gives 4.95,
+not the 5.45 it states: its terms 1000 + 750 + 600 + 500 + 1600 + 500 sum to 4950, not 5450.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ HARMFUL_CLASS = PriorityClass.harmful_flip.value
 #: Phase boundaries in progress: phase 1 for p < 0.3, phase 2 for p < 0.7, else phase 3.
 CURRICULUM_BOUNDARIES: tuple[float, float] = (0.3, 0.7)
 
-#: The seed's per-phase weights: 1 = stability, 2 = balanced, 3 = full adversarial density.
+#: The reference per-phase weights: 1 = stability, 2 = balanced, 3 = full adversarial density.
 CURRICULUM_PHASES: dict[int, dict[str, float]] = {
     1: {"adversarial_safe": 1.0, "general_conversation": 1.5, "harmful_flip": 0.5},
     2: {"adversarial_safe": 2.0, "general_conversation": 0.8, "harmful_flip": 1.0},
@@ -58,7 +58,7 @@ def coefficients(
 ) -> tuple[float, float]:
     """Return ``(cs, cr)``, the reroute and retain coefficients at optimizer step ``step``.
 
-    ``alpha`` is the reroute strength (``alpha_max`` in the seed); ``alpha_decay`` in
+    ``alpha`` is the reroute strength (``alpha_max`` in the reference recipe); ``alpha_decay`` in
     ``[0, 1]`` is only used by ``single`` (the fraction of alpha lost by the end of the run).
     """
     if kind not in KINDS:

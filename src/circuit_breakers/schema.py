@@ -6,11 +6,11 @@ samples form Dr (their assistant turns are kept). ``loss_on`` picks the assistan
 loss sees. Unknown fields are errors: a typo such as ``"prioirty_class"`` must not silently
 become a default.
 
-Besides full samples, three flat row formats from the seed documents are accepted and
-converted on read (see :func:`sample_from_row`):
+Besides full samples, three flat row formats are accepted and converted on read (see
+:func:`sample_from_row`):
 
 * ``{"prompt", "completion", "split", "priority_class", ...}``
-* ``{"user_prompt", "harmful_completion" | "benign_completion", ["text"]}``
+* ``{"user_prompt", "harmful_completion" | "benign_completion", ["text"]}`` (a "seed row")
 * ``{"text", "spans": [[start, end], ...], "split", "priority_class"}``: text that another tool
   already rendered with a chat template; ``spans`` are the character ranges the loss sees.
   A seed row's optional ``text`` works the same, its span being where the completion sits.
@@ -46,8 +46,8 @@ class PriorityClass(str, Enum):
     refusal_retain = "refusal_retain"
 
 
-#: Base weights from the training-regime seed, table "Sample Weights by Priority Class".
-#: ``refusal_retain`` is not in that table; it is retain data like ``borderline`` (1.0).
+#: Base loss weights per priority class (the reference recipe's table).
+#: ``refusal_retain`` is not in the reference table; it is retain data like ``borderline`` (1.0).
 DEFAULT_CLASS_WEIGHTS: dict[str, float] = {
     "adversarial_safe": 2.0,
     "injection_resisted": 1.5,

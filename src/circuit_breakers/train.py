@@ -4,7 +4,7 @@ Outputs under ``OUT`` (``--output_dir``): ``adapter/`` (PEFT adapter, tokenizer,
 config), ``merged/`` on request, ``checkpoints/``, ``metrics.jsonl``, ``train_summary.json``,
 and ``DONE`` last (its absence means the run did not finish).
 
-Reliability (issue 9):
+Reliability:
 
 * ``--resume`` continues from the newest *good* checkpoint (complete, finite weights; see
   :mod:`.checkpoints`) and first cuts ``metrics.jsonl`` back to that checkpoint's step, so a run
@@ -304,7 +304,7 @@ def run_training(
         data.stats["effective_ratio_dr_ds"],
     )
     _check_lengths(data, peft_model, cfg, samples, renderer)
-    # distributed (issue 8): rank 0 alone prepares OUT; the other ranks only look up the checkpoint
+    # distributed: rank 0 alone prepares OUT; the other ranks only look up the checkpoint
     if is_main_process(cfg):
         resume = _start_outputs(cfg, out)
     else:
@@ -322,7 +322,7 @@ def run_training(
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
-    # distributed (issue 8): every rank joins the gather of sharded weights, rank 0 alone writes
+    # distributed: every rank joins the gather of sharded weights, rank 0 alone writes
     state_dict = gathered_state_dict(trainer)
     main = trainer.is_world_process_zero()
     adapter = out / "adapter"
@@ -354,7 +354,7 @@ def run_training(
         summary["merged"] = str(
             export_merged(adapter, cfg.model, out / "merged", cfg.trust_remote_code)
         )
-    if main:  # distributed (issue 8): rank 0 alone writes
+    if main:  # distributed: rank 0 alone writes
         write_json(out / "train_summary.json", redact(summary))
         write_text(out / "DONE", "train\n")
     trainer.capture.remove()

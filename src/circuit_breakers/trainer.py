@@ -12,7 +12,7 @@ Rerouting on the harmful part of the batch plus a retain loss on the retain part
   ``step / 300``).
 * Diagnostics go into ``self._metrics`` and are averaged in ``log()``, so W&B / TensorBoard get
   them through ``report_to`` (as ``train/<key>``); :class:`MetricsFileCallback` writes
-  ``metrics.jsonl`` with the DESIGN.md keys.
+  ``metrics.jsonl`` with the documented metric names (:data:`METRIC_KEYS`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .training_data import row_weights
 
 log = logging.getLogger(__name__)
 
-#: Trainer log key -> metrics.jsonl key (DESIGN.md names).
+#: Trainer log key -> metrics.jsonl key (the documented metric names).
 METRIC_KEYS = {
     "loss": "train/loss",
     "loss_rr": "train/loss_rr",
@@ -327,7 +327,7 @@ class CircuitBreakerTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:
             means = {k: sum(v) / len(v) for k, v in self._metrics.items()}
-            # distributed (issue 8): mean over ranks, tokens summed (a collective; every rank logs)
+            # distributed: mean over ranks, tokens summed (a collective; every rank logs)
             means, tokens = reduce_metrics(means, self._tokens, self.args.device)
             logs.update(means)
             self._metrics.clear()
@@ -338,7 +338,7 @@ class CircuitBreakerTrainer(Trainer):
 
 
 class MetricsFileCallback(TrainerCallback):
-    """Writes ``OUT/metrics.jsonl`` (rank 0), counts and warns on the seed's alerts."""
+    """Writes ``OUT/metrics.jsonl`` (rank 0); counts and warns on grad norm > 1, rising cosine."""
 
     def __init__(self, path: Path, cos_rise_after: int = 50, window: int = 10) -> None:
         self.path = path

@@ -4,7 +4,7 @@ Samples are rendered and masked once up front (verified masks, see ``masks.py``)
 pairs them: item ``k`` is (harmful ``k mod |Ds|``, retain ``k mod |Dr|``) and has length
 ``max(|Ds|, |Dr|)``, so with the usual Dr:Ds of ~4.5:1 an epoch sees every retain sample once
 and cycles the smaller harmful set, as the reference implementation does. With
-``per_device_train_batch_size = 4`` a batch is 4 harmful + 4 retain rows (the seed's setting).
+``per_device_train_batch_size = 4`` a batch is 4 harmful + 4 retain rows (the reference setting).
 
 Each row carries its priority class and its weight override, so the trainer can apply class
 weights (and the curriculum, which changes them over time) at loss time.

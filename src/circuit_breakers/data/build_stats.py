@@ -6,8 +6,8 @@ What is in it and why:
   and source. The first thing to look at when a run behaves oddly.
 * ``ratio``: Dr:Ds by count, and the *effective* ratio weighted with the class weights
   (:func:`circuit_breakers.schedules.effective_ratio`), the number the trainer actually sees.
-  (The seed's worked example states 5.45:1, but its own numbers sum to 4950 / 1000 = 4.95:1;
-  we report what we compute.)
+  (The reference recipe's worked example states 5.45:1, but its own numbers sum to
+  4950 / 1000 = 4.95:1; we report what we compute.)
 * ``token_lengths``: with the model's tokenizer and chat template, total tokens per rendered
   sample and, for training samples, the tokens of the final assistant turn; by class / suite.
   This is what to set the trainer's length limits from.

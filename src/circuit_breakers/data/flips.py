@@ -2,8 +2,9 @@
 
 An AgentDojo ``harmful_flip`` sample is built from the injection task's ground truth: its
 final assistant turn is the call the attacker wants. Whether the *base* model would make that
-call on the same context is a separate question, and the one the circuit-breaker seeds care
-about (a trace the model never follows is a weaker rerouting target than one it does).
+call on the same context is a separate question, and the one that matters for
+circuit-breaker training (a trace the model never follows is a weaker rerouting target than
+one it does).
 
 The check replays the paper's forced-call setting, exactly as ``cb eval`` scores
 ``agentic_injection`` in forced mode:

@@ -8,7 +8,7 @@ Shape (the packaged ``demo.yaml`` / ``full.yaml`` are commented examples)::
     seed: 0
     model: default                 # generates completions and counts tokens; --model overrides
     target_ratio: 4.5              # Dr:Ds by count after filtering (see build.py for how)
-    class_weights: {}              # overrides of the seed's class weights (effective ratio)
+    class_weights: {}              # overrides of the default class weights (effective ratio)
     generation: {max_new_tokens, batch_size, do_sample, temperature, harmful_prefill,
                  harmful_passes: [{name, prefill, model, own_refusals}],
                  refusals: templates|model, refusal_prefill}

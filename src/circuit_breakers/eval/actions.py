@@ -1,6 +1,6 @@
 """Action metrics for agent suites: parse the tool calls a model emitted, then compare them.
 
-Regex refusal scoring cannot see harm done through tools (seed 002, section 5): an agent that
+Regex refusal scoring cannot see harm done through tools: an agent that
 answers "Sure!" and then calls ``send_money`` with the attacker's IBAN did the harm, one that
 writes an apology but still emits the call did too. So agent suites are scored on the *action*:
 the first tool call the model emitted, parsed from its raw text, checked against the

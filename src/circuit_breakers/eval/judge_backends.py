@@ -1,7 +1,7 @@
 """Model-backed judges: a local Hugging Face classifier, or an OpenAI-compatible endpoint.
 
 The default judge (regex + heuristics + embedder) is a smoke test; these are the paths for a
-number that has to be trusted (seed 002: "add a classifier/judge path"). Both implement the
+number that has to be trusted. Both implement the
 :class:`~circuit_breakers.eval.judges.Judge` protocol.
 
 :class:`HFClassifierJudge` prompts a causal LM with a rubric and reads its first word

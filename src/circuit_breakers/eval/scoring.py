@@ -2,7 +2,7 @@
 
 Pure functions of the samples, the generations and (for text suites) a judge and the
 teacher-forced NLLs, so they are tested on hand-written outputs without a model. Metric names
-are the contract of DESIGN.md; every metric dict carries ``n`` (the number of samples) and
+are a stable, documented contract; every metric dict carries ``n`` (the number of samples) and
 rates are in [0, 1].
 
 * harmful (``harmful_text``, ``harmful_prefill``, ``harmful_jailbreak``):
