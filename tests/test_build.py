@@ -300,7 +300,8 @@ def test_small_build_end_to_end(recipe_file: Path, tmp_path: Path, capsys) -> No
     assert stats["token_lengths"]["train"]["harmful_flip"]["total"]["n"] == 18
     assert "harmful_flip" in format_summary({**stats, "timings": {"total": 1.0}}, str(out))
     # held-out files satisfy what `cb eval` checks for their suite type
-    suites = pytest.importorskip("circuit_breakers.eval.suites")
+    from circuit_breakers.eval import suites  # a broken module fails the test, never skips it
+
     for name, samples in res.holdout.items():
         for s in samples:
             suites.check_sample(s, name)

