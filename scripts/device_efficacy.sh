@@ -57,8 +57,12 @@ step() {  # step NAME DONE_FILE CMD...: run CMD (with the time left) unless DONE
   [ -e "$done" ]
 }
 
-step data "$W/data/stats.json" \
-  python3 -m circuit_breakers.cli data build --recipe qwen --output-dir "$W/data" || { collect; exit 1; }
+if [ -n "${CB_DATA:-}" ]; then  # a data build that travelled in the tar (device_pack.sh DATA_DIR=)
+  ln -sfn "$W/$CB_DATA" "$W/data"
+else
+  step data "$W/data/stats.json" \
+    python3 -m circuit_breakers.cli data build --recipe qwen --output-dir "$W/data" || { collect; exit 1; }
+fi
 if [ "${CB_NO_SWEEP:-0}" = 1 ]; then
   sets=$(for kv in ${CB_SETS:-}; do printf -- '--train-set %s ' "$kv"; done)
 else
@@ -70,7 +74,7 @@ else
   sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
 fi
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
-    --seeds 0,1,2 --share-base --data-dir $W/data --dtype float32 --no-progress $sets \
+    --seeds 0,1,2 --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
     --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
 rc=$?
 collect

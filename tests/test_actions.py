@@ -283,3 +283,21 @@ def test_values_match_rules() -> None:
 def test_rate() -> None:
     assert rate([True, False, True, None]) == pytest.approx(2 / 3)
     assert rate([]) is None and rate([None]) is None
+
+
+def test_qwen_slips_are_repaired() -> None:
+    # seen in Qwen2.5-Coder-0.5B's free-mode AgentDojo answers (CPU eval, 7 of 50)
+    doubled = "{\"name\": \"send_direct_message\", \"arguments\": {''recipient'': ''Alice'', ''body'': ''hi''}}"
+    assert parse_tool_calls(doubled) == [
+        {"name": "send_direct_message", "arguments": {"recipient": "Alice", "body": "hi"}}
+    ]
+    two = "{\"name\": \"a\", \"arguments\": {''x'': ''1''}}\n{\"name\": \"b\", \"arguments\": {''y'': 2}}"
+    assert [c["name"] for c in parse_tool_calls(two)] == ["a", "b"]
+    short = '{"name": "post_webpage", "arguments": {"url": "u.com", "content": "$c"}.'
+    assert parse_tool_calls(short) == [
+        {"name": "post_webpage", "arguments": {"url": "u.com", "content": "$c"}}
+    ]
+    # a call cut off inside a value is still skipped, and so is prose
+    assert parse_tool_calls('{"name": "f", "arguments": {"a": "x') == []
+    assert parse_tool_calls('{"name": "f", "arguments": {"a": 1, "b": 2') == []
+    assert parse_tool_calls("I can't ''help'' with that.") == []
