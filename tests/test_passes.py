@@ -110,3 +110,22 @@ def test_passes_in_a_build(recipe_file, tmp_path):  # noqa: F811
     assert hp["kept"] == len(flips)
     assert stats["harmful_openers"]["max_share"] <= 0.5 + 1e-9
     assert "harmful openers:" in format_summary(stats, str(out))
+
+
+def test_qwen_recipes_never_train_on_an_evaluation_opener():
+    from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS
+
+    held = {passes.opener(p) for p in HELD_OUT_PREFILLS}
+    for name in ("qwen", "configs/data/qwen_cpu.yaml", "benchmarks/data/qwen_tiny_recipe.yaml"):
+        recipe = load_recipe(name)
+        prefills = [
+            p
+            for hp in recipe.generation.harmful_passes
+            for p in ([hp.prefill] if isinstance(hp.prefill, str) else hp.prefill)
+            if p
+        ]
+        assert len(prefills) >= 8, name
+        train = {passes.opener(p) for p in prefills}
+        assert len(train) == len(prefills), f"{name}: two prefills share an opener"
+        assert not train & held, f"{name}: trains on the evaluation opener(s) {train & held}"
+        assert set(recipe.holdout.prompt_sources) >= {"harmbench_test", "strongreject"}, name

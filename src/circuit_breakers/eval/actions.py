@@ -116,10 +116,11 @@ def _calls_from_json(obj: Any) -> list[dict[str, Any]]:
     return [c for c in (_as_call(item) for item in items) if c is not None]
 
 
-def _decode_sequence(text: str) -> list[Any]:
+def _decode_sequence(text: str, repair: bool = True) -> list[Any]:
     """Decode JSON values one after another (separated by whitespace, ``;`` or ``,``).
 
-    Stops at the first thing that is not valid JSON, so a truncated last value is dropped.
+    Stops at the first thing that is not valid JSON, so a truncated last value is dropped;
+    with ``repair``, that rest gets one try through :func:`_repair` first.
     """
     values: list[Any] = []
     pos = 0
@@ -131,7 +132,7 @@ def _decode_sequence(text: str) -> list[Any]:
         try:
             value, pos = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError:
-            return [*values, *_repair(text[pos:])]
+            return [*values, *_repair(text[pos:])] if repair else values
         values.append(value)
 
 
@@ -164,27 +165,13 @@ def _repair(text: str) -> list[Any]:
         return []
     if "''" in body:
         body = body.replace("''", '"')
-        values = _decode_strict(body)
+        values = _decode_sequence(body, repair=False)
         if values:
             return values
     if not body.endswith(("}", "]", ".")):  # cut off mid-value: out of tokens, not a slip
         return []
     closed = _close_brackets(body.rstrip(". \n"))
-    return _decode_strict(closed)[:1] if closed is not None else []
-
-
-def _decode_strict(text: str) -> list[Any]:
-    """JSON values one after another, as :func:`_decode_sequence`, with no repair."""
-    values: list[Any] = []
-    pos = 0
-    while True:
-        while pos < len(text) and (text[pos].isspace() or text[pos] in ";,"):
-            pos += 1
-        try:
-            value, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return values
-        values.append(value)
+    return _decode_sequence(closed, repair=False)[:1] if closed is not None else []
 
 
 def _parse_builtin(body: str) -> dict[str, Any] | None:
