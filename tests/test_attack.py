@@ -278,3 +278,16 @@ def test_bad_input_exits_2_naming_the_field(files, capsys, flags, says):
     assert says in err, err
     assert "Traceback" not in err
     assert not (files["root"] / "bad" / "results.json").exists()
+
+
+def test_cb_report_shows_attack_folders(files, capsys):
+    run = files["root"] / "run"
+    out = run / "attack_base_embedding"
+    argv = ["attack", "--model", files["model"], "--suite-file", files["harmful"], "--budget",
+            "2", "--generations", "0", "--max-new-tokens", "2", "--judge", "regex",
+            "--output-dir", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    page = (run / "report" / "report.html").read_text()
+    assert "Adaptive attacks" in page and "attack_base_embedding" in page
+    assert "attack success" in page
