@@ -77,6 +77,7 @@ def _attack_one(
     objective = Objective(model, prompt)
     gen = torch.Generator().manual_seed(config.seed)
     checks: list[dict[str, Any]] = []
+    last_score: dict[str, Any] = {}
 
     def answers(suffix: torch.Tensor, n: int) -> list[str]:
         return sample_answers(
@@ -94,6 +95,7 @@ def _attack_one(
         out = answers(suffix, 0)
         score = score_answers(prompt, out, judge)[0]
         checks.append({"step": step, "output": out[0], "value": bool(score["value"])})
+        last_score.update(score, from_check=True)
         return bool(score["value"])
 
     init_text = opts["init"] or (INJECTION_INIT if prompt.kind == "action" else DEFAULT_INIT)
@@ -108,7 +110,7 @@ def _attack_one(
         init_ids = init_suffix_ids(tokenizer, init_text, config.suffix_len, allowed)
         res = gcg_attack(objective, init_ids, config, tokenizer, check)
     if res.stopped == "success":
-        outs, scores = [checks[-1]["output"]], [{"value": True, "from_check": True}]
+        outs, scores = [checks[-1]["output"]], [last_score]
         greedy_flags = [True]
     else:
         outs = answers(res.suffix_embeds, opts["generations"])
