@@ -529,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     report.add_parser(sub)
 
+    from .attack import cli as attack_cli  # `cb attack`
+
+    attack_cli.add_parser(sub)
+
     from .slurm import add_slurm_parser  # `cb slurm render`
 
     add_slurm_parser(sub)

@@ -640,6 +640,9 @@ def render_html(run: RunData, images: dict[str, bytes | None]) -> str:
                 raw=True,
             )
         )
+    from .attack.report import attack_section  # cb attack folders in the run folder
+
+    s.append(attack_section(run.run_dir))
     s.append("</body></html>")
     return "\n".join(s)
 
