@@ -221,3 +221,26 @@ def test_real_stages_on_a_tiny_model(tiny_setup, capsys):
     for stage, names in OUTPUTS.items():  # what a rerun checks before it skips a stage
         where = Path(t["data"]) if stage == "data" else run / stage
         assert all((where / n).exists() for n in names), stage
+
+
+def test_parse_setting_reads_exponent_floats():
+    # YAML 1.1 leaves "5e-4" a string; the optimiser then fails on '<=' with a str
+    from circuit_breakers.demo import parse_setting
+
+    assert parse_setting("learning_rate=5e-4") == ("learning_rate", 5e-4)
+    assert parse_setting("learning_rate=1E+2") == ("learning_rate", 100.0)
+    assert parse_setting("learning_rate=0.0005") == ("learning_rate", 0.0005)
+    assert parse_setting("max_steps=40") == ("max_steps", 40)
+    assert parse_setting("report_to=none") == ("report_to", "none")
+    assert parse_setting("lora_skip_massive_inputs=true") == ("lora_skip_massive_inputs", True)
+
+
+def test_train_values_read_exponent_floats_from_a_train_config(tmp_path):
+    from circuit_breakers.demo import Demo
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("learning_rate: 5e-4\nmax_steps: 3\n", encoding="utf-8")
+    opts = DemoOptions(output_dir=str(tmp_path / "run"), device="cpu", train_config=str(cfg))
+    values = Demo(opts, runners=fake_runners([], None), say=lambda _: None).train_values()
+    assert values["learning_rate"] == 5e-4 and isinstance(values["learning_rate"], float)
+    assert values["max_steps"] == 3

@@ -36,6 +36,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import re
 import shutil
 import time
 import uuid
@@ -254,6 +255,7 @@ class Demo:
                 )
         values = load_layers(self.o.preset, self.o.train_config)
         values.update(self.o.train_set)
+        values = {k: _exponent_float(v) for k, v in values.items()}
         for key in ("output_dir", "train_file"):
             values.pop(key, None)
         values.update(model=self.o.model, seed=self.o.seed, use_cpu=self.device == "cpu")
@@ -710,6 +712,9 @@ def format_summary(summary: dict) -> str:
 
 
 # -- CLI ------------------------------------------------------------------------------------------
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_setting(text: str) -> tuple[str, Any]:
     import yaml
 
@@ -717,9 +722,17 @@ def parse_setting(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise InputError(f"expected KEY=VALUE, got {text!r}", field="train-set")
     try:
-        return key.strip(), yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:
         raise InputError(f"bad value {value!r}: {e}", field=f"train-set {key}") from None
+    return key.strip(), _exponent_float(parsed)
+
+
+def _exponent_float(value: Any) -> Any:
+    """YAML 1.1 reads "5e-4" (no dot) as a string; cb train's argparse converts it, so here too."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
