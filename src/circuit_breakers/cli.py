@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections import Counter
 
-from .errors import InputError
+from circuit_breakers.errors import InputError
 
 log = logging.getLogger("circuit_breakers")
 
@@ -40,14 +40,14 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 # -- cb data validate ---------------------------------------------------------------------------
 def cmd_data_validate(args) -> int:
-    from .schema import read_samples
+    from circuit_breakers.schema import read_samples
 
     samples = read_samples(args.file)
     n_masked = None
     if args.model:
-        from .masks import build_features
-        from .models import load_tokenizer
-        from .render import ChatRenderer
+        from circuit_breakers.masks import build_features
+        from circuit_breakers.models import load_tokenizer
+        from circuit_breakers.render import ChatRenderer
 
         tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
         renderer = ChatRenderer(tok, name=args.model)
@@ -84,10 +84,10 @@ def _highlight(text: str, spans: list[tuple[int, int]], color: bool) -> str:
 
 
 def cmd_data_inspect(args) -> int:
-    from .masks import build_features, loss_text
-    from .models import load_tokenizer
-    from .render import ChatRenderer
-    from .schema import read_samples
+    from circuit_breakers.masks import build_features, loss_text
+    from circuit_breakers.models import load_tokenizer
+    from circuit_breakers.render import ChatRenderer
+    from circuit_breakers.schema import read_samples
 
     samples = read_samples(args.file)[: args.limit]
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
@@ -128,9 +128,9 @@ def cmd_data_inspect(args) -> int:
 
 # -- cb data build / sources / fetch -------------------------------------------------------------
 def cmd_data_build(args) -> int:
-    from .data.build import build
-    from .data.build_stats import format_summary
-    from .data.recipe import load_recipe
+    from circuit_breakers.data.build import build
+    from circuit_breakers.data.build_stats import format_summary
+    from circuit_breakers.data.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     result = build(
@@ -141,14 +141,14 @@ def cmd_data_build(args) -> int:
 
 
 def cmd_data_sources(args) -> int:
-    from .data.fetch import format_sources_table, list_sources
+    from circuit_breakers.data.fetch import format_sources_table, list_sources
 
     print(format_sources_table(list_sources()))
     return 0
 
 
 def cmd_data_fetch(args) -> int:
-    from .data.fetch import fetch, fetch_all
+    from circuit_breakers.data.fetch import fetch, fetch_all
 
     if args.all == bool(args.name):
         raise InputError("give an artifact name or --all (not both)", field="name")
@@ -162,8 +162,8 @@ def cmd_data_fetch(args) -> int:
 def cmd_train(args) -> int:
     from transformers import HfArgumentParser
 
-    from .config import CircuitBreakerConfig, load_layers
-    from .train import run_training
+    from circuit_breakers.config import CircuitBreakerConfig, load_layers
+    from circuit_breakers.train import run_training
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -188,7 +188,7 @@ def cmd_train(args) -> int:
     parser.set_defaults(output_dir="runs/train", **load_layers(known.preset, known.config))
     cfg, extra = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)[:2]
     summary = run_training(cfg, allow_pickle=extra.allow_pickle or None)
-    from .distributed import is_main_process
+    from circuit_breakers.distributed import is_main_process
 
     if not is_main_process(cfg):  # one line per run, not one per rank
         return 0
@@ -201,7 +201,7 @@ def cmd_train(args) -> int:
 
 # -- cb eval -------------------------------------------------------------------------------------
 def _eval_compare(args) -> int:
-    from .eval.run import compare_results, format_compare, load_results
+    from circuit_breakers.eval.run import compare_results, format_compare, load_results
 
     dirs = list(args.compare)
     if len(dirs) == 1:
@@ -221,7 +221,7 @@ def _eval_compare(args) -> int:
 def _eval_suites(args, registry: dict, limit: int | None) -> list:
     from pathlib import Path
 
-    from .eval.suites import load_suite_file, make_spec, resolve_suites
+    from circuit_breakers.eval.suites import load_suite_file, make_spec, resolve_suites
 
     if args.suite_file:
         if args.suites:
@@ -263,8 +263,8 @@ def _eval_suites(args, registry: dict, limit: int | None) -> list:
 def cmd_eval(args) -> int:
     if args.compare:
         return _eval_compare(args)
-    from .eval.run import run_eval
-    from .eval.suites import load_eval_config
+    from circuit_breakers.eval.run import run_eval
+    from circuit_breakers.eval.suites import load_eval_config
 
     if not args.output_dir:
         raise InputError("--output-dir is required", field="output-dir")
@@ -310,8 +310,8 @@ def cmd_eval(args) -> int:
 
 # -- cb sanity -----------------------------------------------------------------------------------
 def cmd_sanity(args) -> int:
-    from .eval.generate import load_for_eval
-    from .sanity import format_report, sanity_check
+    from circuit_breakers.eval.generate import load_for_eval
+    from circuit_breakers.sanity import format_report, sanity_check
 
     if not 0.0 <= args.min_pass_rate <= 1.0:
         raise InputError("must be between 0 and 1", field="min-pass-rate")
@@ -524,16 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print {ok, report} as JSON")
     s.set_defaults(func=cmd_sanity)
 
-    from . import demo, report  # their parsers live with them (light imports only)
+    from circuit_breakers import demo, report  # their parsers live with them (light imports only)
 
     demo.add_parser(sub)
     report.add_parser(sub)
 
-    from .attack import cli as attack_cli  # `cb attack`
+    from circuit_breakers.attack import cli as attack_cli  # `cb attack`
 
     attack_cli.add_parser(sub)
 
-    from .slurm import add_slurm_parser  # `cb slurm render`
+    from circuit_breakers.slurm import add_slurm_parser  # `cb slurm render`
 
     add_slurm_parser(sub)
     return p
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from .redact import install_log_redaction, redact_text
+    from circuit_breakers.redact import install_log_redaction, redact_text
 
     install_log_redaction()
     if getattr(args, "allow_pickle", False):
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        from .hints import with_hint
+        from circuit_breakers.hints import with_hint
 
         print(f"cb: error: {redact_text(with_hint(e).format())}", file=sys.stderr)
         return 2

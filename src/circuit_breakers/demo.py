@@ -46,11 +46,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import InputError
-from .fileio import write_json, write_text
-from .redact import redact
-from .report import MARKER, STAGES, check_targets, compare_rows, pipeline_seconds, verdict
+from circuit_breakers import __version__
+from circuit_breakers.errors import InputError
+from circuit_breakers.fileio import write_json, write_text
+from circuit_breakers.redact import redact
+from circuit_breakers.report import (
+    MARKER,
+    STAGES,
+    check_targets,
+    compare_rows,
+    pipeline_seconds,
+    verdict,
+)
 
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "data": (),
@@ -216,7 +223,7 @@ class Demo:
 
     def eval_conf(self) -> tuple[dict, dict]:
         if self._eval_conf is None:
-            from .eval.suites import load_eval_config
+            from circuit_breakers.eval.suites import load_eval_config
 
             self._eval_conf = load_eval_config(self.o.eval_config)
         return self._eval_conf
@@ -243,7 +250,7 @@ class Demo:
         """The preset, then --train-config, then --train-set, then what the demo fixes."""
         from dataclasses import fields
 
-        from .config import CircuitBreakerConfig, load_layers
+        from circuit_breakers.config import CircuitBreakerConfig, load_layers
 
         allowed = {f.name for f in fields(CircuitBreakerConfig) if f.init}
         for key in self.o.train_set:
@@ -280,7 +287,7 @@ class Demo:
                     "digest": _digest_files(self.data_dir),
                 }
             else:
-                from .data.recipe import load_recipe
+                from circuit_breakers.data.recipe import load_recipe
 
                 recipe = load_recipe(o.recipe)
                 c = {
@@ -317,7 +324,7 @@ class Demo:
         self.release_model()
         import torch
 
-        from .eval.generate import load_for_eval
+        from circuit_breakers.eval.generate import load_for_eval
 
         loaded = load_for_eval(
             self.o.model, adapter, dtype=getattr(torch, dtype), device=self.device
@@ -434,7 +441,7 @@ class Demo:
         if failure is not None:
             if self.status.get("report") != "ran":
                 try:  # a report of the partial run, to look at what went wrong
-                    from .report import write_report
+                    from circuit_breakers.report import write_report
 
                     self.say(f"partial report: {write_report(self.root)}")
                 except Exception as e:  # noqa: BLE001 -- the stage's own error matters more
@@ -513,9 +520,9 @@ def run_data(d: Demo) -> dict:
         if src.resolve() != dst.resolve():
             write_text(dst, src.read_text(encoding="utf-8"))  # atomic
         return {"data_dir": str(d.data_dir), "built": False}
-    from .data.build import build
-    from .data.build_stats import format_summary
-    from .data.recipe import load_recipe
+    from circuit_breakers.data.build import build
+    from circuit_breakers.data.build_stats import format_summary
+    from circuit_breakers.data.recipe import load_recipe
 
     result = build(load_recipe(d.o.recipe), d.data_dir, model=d.o.model, seed=d.data_seed)
     d.say(format_summary(result.stats, str(d.data_dir)))
@@ -524,7 +531,7 @@ def run_data(d: Demo) -> dict:
 
 def load_suites(holdout: Path, registry: dict, limit: int | None) -> tuple[list, list[str]]:
     """The registry's suites whose file exists under ``holdout`` (first ``limit`` samples)."""
-    from .eval.suites import load_suite_file
+    from circuit_breakers.eval.suites import load_suite_file
 
     suites, missing = [], []
     for spec in registry.values():
@@ -539,7 +546,7 @@ def load_suites(holdout: Path, registry: dict, limit: int | None) -> tuple[list,
 
 
 def _eval(d: Demo, stage: str, adapter: str | None) -> dict:
-    from .eval.run import run_eval
+    from circuit_breakers.eval.run import run_eval
 
     s = d.config(stage)
     suites, missing = load_suites(d.data_dir / "holdout", d.eval_conf()[1], s["limit"])
@@ -582,8 +589,8 @@ def run_eval_trained(d: Demo) -> dict:
 
 
 def run_train(d: Demo) -> dict:
-    from .config import CircuitBreakerConfig
-    from .train import run_training
+    from circuit_breakers.config import CircuitBreakerConfig
+    from circuit_breakers.train import run_training
 
     d.release_model()
     cfg = CircuitBreakerConfig(
@@ -600,7 +607,7 @@ def run_train(d: Demo) -> dict:
 
 
 def run_sanity(d: Demo) -> dict:
-    from .sanity import format_report, sanity_check
+    from circuit_breakers.sanity import format_report, sanity_check
 
     model, tok = d.model_for(str(d.root / "train" / "adapter"))
     ok, report = sanity_check(
@@ -627,7 +634,7 @@ def run_sanity(d: Demo) -> dict:
 
 
 def run_report(d: Demo) -> dict:
-    from .report import write_report
+    from circuit_breakers.report import write_report
 
     return {"html": str(write_report(d.root))}
 

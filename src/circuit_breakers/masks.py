@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
-from .render import ChatRenderer, Rendered
-from .schema import Sample
+from circuit_breakers.errors import InputError
+from circuit_breakers.render import ChatRenderer, Rendered
+from circuit_breakers.schema import Sample
 
 
 @dataclass

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from .embedded import EMBEDDED, SMOLLM2, gguf_file, part_path
-from .errors import InputError
+from circuit_breakers.embedded import EMBEDDED, SMOLLM2, gguf_file, part_path
+from circuit_breakers.errors import InputError
 
 log = logging.getLogger(__name__)
 

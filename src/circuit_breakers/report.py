@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .fileio import atomic_write, write_text
+from circuit_breakers.errors import InputError
+from circuit_breakers.fileio import atomic_write, write_text
 
 STAGES = ("data", "eval_base", "train", "sanity", "eval_trained", "report")
 MARKER = "stage.json"
@@ -640,7 +640,7 @@ def render_html(run: RunData, images: dict[str, bytes | None]) -> str:
                 raw=True,
             )
         )
-    from .attack.report import attack_section  # cb attack folders in the run folder
+    from circuit_breakers.attack.report import attack_section  # cb attack folders in the run folder
 
     s.append(attack_section(run.run_dir))
     s.append("</body></html>")

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from circuit_breakers.errors import InputError
 
 __all__ = ["DEFAULT_BUDGET", "add_parser", "cmd_attack", "config_from_args"]
 
@@ -34,8 +34,8 @@ def _positive(args: Any, name: str, *, zero_ok: bool = False, real: bool = False
 
 def config_from_args(args: Any):
     """The :class:`~.optim.AttackConfig` of the parsed flags (validated)."""
-    from .optim import AttackConfig
-    from .run import METHODS
+    from circuit_breakers.attack.optim import AttackConfig
+    from circuit_breakers.attack.run import METHODS
 
     if args.method not in METHODS:
         raise InputError(
@@ -75,7 +75,7 @@ def config_from_args(args: Any):
 
 def suite_type_of(path: str) -> str:
     """``agentic_injection`` when the file's first row has an injection's ground truth."""
-    from ..fileio import iter_jsonl
+    from circuit_breakers.fileio import iter_jsonl
 
     for _, row in iter_jsonl(path):
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
@@ -84,7 +84,7 @@ def suite_type_of(path: str) -> str:
 
 
 def load_suite(path: str, suite_type: str | None, limit: int | None):
-    from ..eval.suites import load_suite_file, make_spec
+    from circuit_breakers.eval.suites import load_suite_file, make_spec
 
     if not Path(path).exists():
         raise InputError("suite file not found", file=path, field="suite-file")
@@ -99,7 +99,7 @@ def load_suite(path: str, suite_type: str | None, limit: int | None):
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from .run import run_attack
+    from circuit_breakers.attack.run import run_attack
 
     config = config_from_args(args)
     if not args.output_dir:

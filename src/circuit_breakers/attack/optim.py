@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .prompts import AttackPrompt
+from circuit_breakers.attack.prompts import AttackPrompt
 
 __all__ = [
     "AttackConfig",

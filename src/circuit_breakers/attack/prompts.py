@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import InputError
-from ..eval.attacks import request_text
-from ..render import ChatRenderer
-from ..schema import Message, Sample, ToolCall
+from circuit_breakers.errors import InputError
+from circuit_breakers.eval.attacks import request_text
+from circuit_breakers.render import ChatRenderer
+from circuit_breakers.schema import Message, Sample, ToolCall
 
 __all__ = [
     "DEFAULT_INIT",

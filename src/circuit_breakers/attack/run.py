@@ -29,15 +29,26 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..eval.actions import first_tool_call, harmful_action
-from ..eval.intervals import wilson_interval
-from ..eval.suites import Suite
-from ..fileio import write_json, write_jsonl
-from ..render import ChatRenderer
-from .optim import AttackConfig, Objective, attack_mode, embedding_attack, gcg_attack
-from .prompts import DEFAULT_INIT, INJECTION_INIT, AttackPrompt, build_attack_prompt
-from .sampling import sample_answers
+from circuit_breakers.attack.optim import (
+    AttackConfig,
+    Objective,
+    attack_mode,
+    embedding_attack,
+    gcg_attack,
+)
+from circuit_breakers.attack.prompts import (
+    DEFAULT_INIT,
+    INJECTION_INIT,
+    AttackPrompt,
+    build_attack_prompt,
+)
+from circuit_breakers.attack.sampling import sample_answers
+from circuit_breakers.errors import InputError
+from circuit_breakers.eval.actions import first_tool_call, harmful_action
+from circuit_breakers.eval.intervals import wilson_interval
+from circuit_breakers.eval.suites import Suite
+from circuit_breakers.fileio import write_json, write_jsonl
+from circuit_breakers.render import ChatRenderer
 
 __all__ = ["METHODS", "run_attack", "score_answers"]
 
@@ -104,7 +115,7 @@ def _attack_one(
             objective, _init_embeds(objective, tokenizer, init_text), config, check
         )
     else:
-        from .optim import allowed_tokens, init_suffix_ids
+        from circuit_breakers.attack.optim import allowed_tokens, init_suffix_ids
 
         allowed = allowed_tokens(tokenizer, objective.embed.weight.shape[0])
         init_ids = init_suffix_ids(tokenizer, init_text, config.suffix_len, allowed)
@@ -201,7 +212,14 @@ def run_attack(
     extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Attack every sample of ``suite`` and write the three files into ``out_dir``."""
-    from ..eval.run import _dtype, _load_avg, _resolve_judge, _threads, git_sha, versions
+    from circuit_breakers.eval.run import (
+        _dtype,
+        _load_avg,
+        _resolve_judge,
+        _threads,
+        git_sha,
+        versions,
+    )
 
     t_start = time.perf_counter()
     load_avg_start = _load_avg()
@@ -212,7 +230,7 @@ def run_attack(
     text_suite = suite.type != "agentic_injection"
     judge_obj = _resolve_judge(judge) if text_suite else None
     if model is None:
-        from ..eval.generate import load_for_eval
+        from circuit_breakers.eval.generate import load_for_eval
 
         model, tokenizer = load_for_eval(
             model_spec,

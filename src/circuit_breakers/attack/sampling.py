@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .optim import Objective, _cache, cache_kwargs, out_cache
+from circuit_breakers.attack.optim import Objective, _cache, cache_kwargs, out_cache
 
 __all__ = ["eos_ids", "sample_answers"]
 

@@ -31,14 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import write_json
-from ..schema import Sample, write_samples
-from . import completions as comp
-from .build_stats import compute_stats
-from .dedup import NearDupIndex, drop_leaked, find_leakage, sample_texts
-from .draw import DrawState, entry_samples
-from .passes import GeneratorFor, finish_harmful, opener_stats, run_harmful_passes
-from .recipe import Recipe
+from circuit_breakers.data import completions as comp
+from circuit_breakers.data.build_stats import compute_stats
+from circuit_breakers.data.dedup import NearDupIndex, drop_leaked, find_leakage, sample_texts
+from circuit_breakers.data.draw import DrawState, entry_samples
+from circuit_breakers.data.passes import (
+    GeneratorFor,
+    finish_harmful,
+    opener_stats,
+    run_harmful_passes,
+)
+from circuit_breakers.data.recipe import Recipe
+from circuit_breakers.fileio import write_json
+from circuit_breakers.schema import Sample, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def _generate_all(
             generator_for=generator_for,
         )  # fmt: skip
         st.filters.update(reports)
-        from ..eval.judges import get_judge
+        from circuit_breakers.eval.judges import get_judge
 
         judge = get_judge(r.filters.harmful_judge) if r.filters.harmful_judge else None
         done, st.harmful_info = finish_harmful(
@@ -151,8 +156,8 @@ def _other_model_generator(recipe: Recipe, seed: int) -> GeneratorFor:
 
     def generator_for(spec: str) -> tuple[comp.GenerateFn, Any]:
         if spec not in loaded:
-            from ..eval.generate import load_for_eval
-            from ..render import ChatRenderer
+            from circuit_breakers.eval.generate import load_for_eval
+            from circuit_breakers.render import ChatRenderer
 
             mdl, tok = load_for_eval(spec)
             g = recipe.generation
@@ -236,10 +241,10 @@ def _label_flips(
     renderer: Any,
     flip_generate: Callable[[list[str]], list[str]] | None,
 ) -> dict[str, Any]:
-    from .flips import FLIP_MAX_NEW_TOKENS, checkable, label_flips
+    from circuit_breakers.data.flips import FLIP_MAX_NEW_TOKENS, checkable, label_flips
 
     if flip_generate is None and any(checkable(s) for s in final):
-        from ..eval.generate import generate_greedy, load_for_eval
+        from circuit_breakers.eval.generate import generate_greedy, load_for_eval
 
         if mdl is None:
             mdl, tokenizer = load_for_eval(model_name)
@@ -291,7 +296,7 @@ def build(
     ``stats["flip_labels"]``. ``generator_for(model) -> (GenerateFn, renderer)`` replaces the
     other models that harmful passes name (tests).
     """
-    from ..render import ChatRenderer
+    from circuit_breakers.render import ChatRenderer
 
     start = t = time.perf_counter()
     model_name = model or recipe.model
@@ -318,7 +323,7 @@ def build(
     gen_stats = None
     mdl = None
     if needs_gen and generate_fn is None:
-        from ..eval.generate import GenerationStats, load_for_eval
+        from circuit_breakers.eval.generate import GenerationStats, load_for_eval
 
         mdl, tokenizer = load_for_eval(model_name)
         gen_stats = GenerationStats()
@@ -329,7 +334,7 @@ def build(
         generate_fn = comp.model_generator(mdl, tokenizer, settings, gen_stats)
         t = _tick(st, "load_model", t)
     if tokenizer is None:
-        from ..models import load_tokenizer
+        from circuit_breakers.models import load_tokenizer
 
         tokenizer = load_tokenizer(model_name)
     renderer = ChatRenderer(tokenizer, name=model_name)

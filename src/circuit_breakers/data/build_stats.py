@@ -25,13 +25,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from ..schedules import effective_ratio
-from ..schema import Sample
-from .catalog import CATALOG
-from .completions import FilterReport
-from .dedup import LeakageReport
-from .fetch import list_sources
-from .recipe import Recipe
+from circuit_breakers.data.catalog import CATALOG
+from circuit_breakers.data.completions import FilterReport
+from circuit_breakers.data.dedup import LeakageReport
+from circuit_breakers.data.fetch import list_sources
+from circuit_breakers.data.recipe import Recipe
+from circuit_breakers.schedules import effective_ratio
+from circuit_breakers.schema import Sample
 
 
 def length_summary(values: list[int]) -> dict[str, float | int]:
@@ -110,7 +110,10 @@ def used_sources(recipe: Recipe) -> list[dict[str, Any]]:
         r for r in list_sources() if r["name"] in wanted or r["name"].split("/", 1)[0] in wanted
     ]
     if "agentdojo" in names:
-        from .sources.agentdojo_runtime import AGENTDOJO_VERSION, BENCHMARK_VERSION
+        from circuit_breakers.data.sources.agentdojo_runtime import (
+            AGENTDOJO_VERSION,
+            BENCHMARK_VERSION,
+        )
 
         rows.append(
             {

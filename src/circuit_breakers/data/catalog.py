@@ -27,8 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schema import PriorityClass, Sample, read_samples
-from .sources import asb, bfcl, general_prompts, harmful_prompts, hf_loaders, overrefusal
+from circuit_breakers.data.sources import (
+    asb,
+    bfcl,
+    general_prompts,
+    harmful_prompts,
+    hf_loaders,
+    overrefusal,
+)
+from circuit_breakers.schema import PriorityClass, Sample, read_samples
 
 HARMFUL_SUITES = ("harmful_text", "harmful_jailbreak")
 HOLDOUT_SUITES = (

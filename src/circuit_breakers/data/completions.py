@@ -45,11 +45,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..eval.actions import parse_tool_calls
-from ..eval.text_checks import coherence_issues, is_refusal
-from ..render import ChatRenderer
-from ..schema import Sample, validate_sample
-from .dedup import DEFAULT_NGRAM, NearDupIndex
+from circuit_breakers.data.dedup import DEFAULT_NGRAM, NearDupIndex
+from circuit_breakers.eval.actions import parse_tool_calls
+from circuit_breakers.eval.text_checks import coherence_issues, is_refusal
+from circuit_breakers.render import ChatRenderer
+from circuit_breakers.schema import Sample, validate_sample
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def model_generator(
     written in place, finished rows leave the batch), sampling uses ``generate``."""
     from tqdm.auto import tqdm
 
-    from ..eval.generate import generate, generate_greedy
+    from circuit_breakers.eval.generate import generate, generate_greedy
 
     def run(prompts: list[str], desc: str) -> list[str]:
         if not settings.do_sample:

@@ -14,12 +14,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
-from ..schema import Sample
-from . import completions as comp
-from .catalog import CATALOG, SourceSpec
-from .dedup import NearDupIndex, sample_texts
-from .recipe import Recipe, SourceEntry
+from circuit_breakers.data import completions as comp
+from circuit_breakers.data.catalog import CATALOG, SourceSpec
+from circuit_breakers.data.dedup import NearDupIndex, sample_texts
+from circuit_breakers.data.recipe import Recipe, SourceEntry
+from circuit_breakers.errors import InputError
+from circuit_breakers.schema import Sample
 
 #: Options the builder handles itself; the rest go to the source's loader.
 BUILDER_OPTIONS = ("jailbreak_templates", "max_template_chars", "regenerate")
@@ -119,7 +119,7 @@ def _draw(st: DrawState, entry: SourceEntry, where: str, *, skip_leaks: bool) ->
 def _jailbreak(
     st: DrawState, samples: list[Sample], entry: SourceEntry, where: str, held_out: bool
 ) -> list[Sample]:
-    from .sources.jailbreaks import apply_template, load_jailbreak_templates
+    from circuit_breakers.data.sources.jailbreaks import apply_template, load_jailbreak_templates
 
     n = int(entry.options["jailbreak_templates"])
     limit = entry.options.get("max_template_chars")
@@ -154,7 +154,7 @@ def _jailbreak(
 def _agentdojo(
     st: DrawState, entry: SourceEntry, where: str, *, cls: str | None, suite: str | None
 ) -> list[Sample]:
-    from .sources import agentdojo as ad
+    from circuit_breakers.data.sources import agentdojo as ad
 
     hold = st.recipe.holdout
     opts = entry.options

@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..render import ChatRenderer
-from ..schema import Sample
+from circuit_breakers.render import ChatRenderer
+from circuit_breakers.schema import Sample
 
 __all__ = ["FLIP_MAX_NEW_TOKENS", "checkable", "label_flips"]
 
@@ -68,10 +68,10 @@ def label_flips(
     by_suite: {suite: {checked, flip_success, rate}}}``; ``rate`` is None when nothing was
     checked.
     """
-    from ..eval.actions import harmful_action
-    from ..eval.attacks import forced_call_prefill
-    from ..eval.scoring import parse_call
-    from ..eval.suites import GenRequest
+    from circuit_breakers.eval.actions import harmful_action
+    from circuit_breakers.eval.attacks import forced_call_prefill
+    from circuit_breakers.eval.scoring import parse_call
+    from circuit_breakers.eval.suites import GenRequest
 
     todo = [s for s in samples if checkable(s)]
     requests = []

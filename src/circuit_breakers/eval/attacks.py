@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from ..render import ChatRenderer
-from ..schema import Message, Sample, ToolSpec
+from circuit_breakers.render import ChatRenderer
+from circuit_breakers.schema import Message, Sample, ToolSpec
 
 __all__ = [
     "HELD_OUT_PREFILLS",
@@ -72,7 +72,7 @@ def jailbreak_samples(
     Templates rotate over the prompts (prompt ``i`` gets templates ``i, i+1, ...``), so every
     template is used when there are enough prompts. The new id is ``<id>/jb/<template id>``.
     """
-    from ..data.sources.jailbreaks import apply_template
+    from circuit_breakers.data.sources.jailbreaks import apply_template
 
     out: list[Sample] = []
     if not templates:

@@ -37,13 +37,19 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..fileio import read_json, write_json, write_jsonl
-from ..render import ChatRenderer
-from .generate import GenerationStats, generate, generate_greedy, load_for_eval, sample_nll
-from .judges import ComplianceJudge, Judge, get_judge
-from .scoring import needs_judge, needs_nll, score_suite
-from .suites import Suite, build_requests, from_samples
+from circuit_breakers.errors import InputError
+from circuit_breakers.eval.generate import (
+    GenerationStats,
+    generate,
+    generate_greedy,
+    load_for_eval,
+    sample_nll,
+)
+from circuit_breakers.eval.judges import ComplianceJudge, Judge, get_judge
+from circuit_breakers.eval.scoring import needs_judge, needs_nll, score_suite
+from circuit_breakers.eval.suites import Suite, build_requests, from_samples
+from circuit_breakers.fileio import read_json, write_json, write_jsonl
+from circuit_breakers.render import ChatRenderer
 
 __all__ = ["compare_results", "format_compare", "git_sha", "load_results", "run_eval", "versions"]
 
@@ -101,7 +107,7 @@ def _resolve_judge(judge: str | Judge) -> Judge:
         getattr(resolved, "on_topic", None) if isinstance(resolved, ComplianceJudge) else None
     )
     if on_topic is not None and on_topic.model_path is None:
-        from .judges import _embedder_path
+        from circuit_breakers.eval.judges import _embedder_path
 
         try:
             _embedder_path()

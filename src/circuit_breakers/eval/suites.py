@@ -46,11 +46,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
-from ..fileio import iter_jsonl, read_yaml
-from ..render import ChatRenderer
-from ..schema import Sample, sample_from_row
-from .attacks import HELD_OUT_PREFILLS, forced_call_prefill, prefill_for
+from circuit_breakers.errors import InputError
+from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, forced_call_prefill, prefill_for
+from circuit_breakers.fileio import iter_jsonl, read_yaml
+from circuit_breakers.render import ChatRenderer
+from circuit_breakers.schema import Sample, sample_from_row
 
 __all__ = [
     "SUITE_TYPES",

@@ -50,9 +50,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from ...errors import InputError
-from ...schema import Message, Sample, ToolCall
-from .agentdojo_runtime import (
+from circuit_breakers.data.sources.agentdojo_runtime import (
     AGENTDOJO_VERSION,
     BENCHMARK_VERSION,
     SYSTEM_PROMPT,
@@ -62,6 +60,8 @@ from .agentdojo_runtime import (
     contains_injection,
     suite_context,
 )
+from circuit_breakers.errors import InputError
+from circuit_breakers.schema import Message, Sample, ToolCall
 
 __all__ = [
     "AGENTDOJO_VERSION",

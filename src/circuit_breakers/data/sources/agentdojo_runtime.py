@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from ...errors import InputError
-from ...schema import Message, ToolCall, ToolSpec
+from circuit_breakers.errors import InputError
+from circuit_breakers.schema import Message, ToolCall, ToolSpec
 
 logger = logging.getLogger(__name__)
 

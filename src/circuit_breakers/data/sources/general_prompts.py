@@ -21,9 +21,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import InputError
-from ...schema import Sample, validate_sample
-from ._prompt_io import prompt_sample, read_json_file, require, source_path, take
+from circuit_breakers.data.sources._prompt_io import (
+    prompt_sample,
+    read_json_file,
+    require,
+    source_path,
+    take,
+)
+from circuit_breakers.errors import InputError
+from circuit_breakers.schema import Sample, validate_sample
 
 EVERYDAY_FILES = ("harmful_benign_50.json", "expanded_100.json")
 

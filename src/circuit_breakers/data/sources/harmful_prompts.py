@@ -26,9 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ...errors import InputError
-from ...schema import Sample
-from ._prompt_io import (
+from circuit_breakers.data.sources._prompt_io import (
     prompt_sample,
     read_csv_rows,
     read_jsonl_rows,
@@ -37,6 +35,8 @@ from ._prompt_io import (
     source_path,
     take,
 )
+from circuit_breakers.errors import InputError
+from circuit_breakers.schema import Sample
 
 HELD_OUT_SOURCES = frozenset({"harmbench_test", "strongreject"})
 

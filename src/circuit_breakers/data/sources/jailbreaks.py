@@ -26,8 +26,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...errors import InputError
-from ._prompt_io import read_json_file, short_hash, source_path, stable_fraction, take
+from circuit_breakers.data.sources._prompt_io import (
+    read_json_file,
+    short_hash,
+    source_path,
+    stable_fraction,
+    take,
+)
+from circuit_breakers.errors import InputError
 
 SLOT = "{request}"
 HELD_OUT_FRACTION = 0.2
