@@ -34,9 +34,9 @@ from pathlib import Path
 from circuit_breakers.attack.cli import load_suite
 from circuit_breakers.attack.optim import AttackConfig
 from circuit_breakers.attack.run import run_attack
+from circuit_breakers.core.fileio import write_json
 from circuit_breakers.eval.generate import load_for_eval
 from circuit_breakers.eval.run import git_sha, versions
-from circuit_breakers.fileio import write_json
 
 log = logging.getLogger("benchmarks.attacks")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from circuit_breakers.fileio import write_json  # noqa: E402
+from circuit_breakers.core.fileio import write_json  # noqa: E402
 
 SETTINGS = {
     "reference": [

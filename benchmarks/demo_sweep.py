@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from circuit_breakers.config import CircuitBreakerConfig, load_layers
+from circuit_breakers.core.fileio import read_yaml, write_json
 from circuit_breakers.eval.run import run_eval
 from circuit_breakers.eval.suites import load_eval_config, load_suite_file, resolve_suites
-from circuit_breakers.fileio import read_yaml, write_json
 
 # Metrics shown in the table, in order: (suite, metric, short label).
 COLUMNS = [

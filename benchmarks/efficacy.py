@@ -34,9 +34,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from circuit_breakers.core.fileio import write_json
 from circuit_breakers.demo import DemoOptions, fmt_seconds, parse_setting, run_demo
 from circuit_breakers.eval.intervals import rate_interval
-from circuit_breakers.fileio import write_json
 from circuit_breakers.report import DEMO_TARGETS, EFFICACY_TARGETS, check_targets
 
 #: per embedded model: the recipe / preset / eval config and targets the benchmark uses

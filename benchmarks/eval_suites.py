@@ -21,8 +21,8 @@ import argparse
 import time
 from pathlib import Path
 
-from circuit_breakers.fileio import write_json
-from circuit_breakers.schema import write_samples
+from circuit_breakers.core.fileio import write_json
+from circuit_breakers.core.schema import write_samples
 
 
 def build_holdout(

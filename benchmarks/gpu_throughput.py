@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from shapes import LLAMA31_8B  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from circuit_breakers.config import CircuitBreakerConfig  # noqa: E402
-from circuit_breakers.fileio import write_json, write_text  # noqa: E402
-from circuit_breakers.masks import Features  # noqa: E402
+from circuit_breakers.core.fileio import write_json, write_text  # noqa: E402
+from circuit_breakers.core.masks import Features  # noqa: E402
 from circuit_breakers.schedules import coefficients  # noqa: E402
 from circuit_breakers.train import prepare_model  # noqa: E402
 from circuit_breakers.trainer import CircuitBreakerTrainer  # noqa: E402

@@ -24,8 +24,8 @@ import json
 import time
 from pathlib import Path
 
+from circuit_breakers.core.fileio import iter_jsonl, write_json
 from circuit_breakers.eval.judges import get_judge
-from circuit_breakers.fileio import iter_jsonl, write_json
 
 HERE = Path(__file__).parent
 

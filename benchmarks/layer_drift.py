@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from circuit_breakers.core.masks import build_features, collate
 from circuit_breakers.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
-from circuit_breakers.masks import build_features, collate
 
 
 def drift(model_spec: str, adapter: str, data_dir: str, n: int = 16) -> dict:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             m = ", ".join(f"{d}: {v:.3f}" for d, v in row["massive_rel"].items())
             print(f"{row['layer']} | {row['rel_l2']:.3f} | {row['cos']:.3f} | {m}")
     if args.output:
-        from circuit_breakers.fileio import write_json
+        from circuit_breakers.core.fileio import write_json
 
         write_json(Path(args.output), {"adapter": args.adapter, **res})
     return 0

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 CODE = (
-    "import time; t=time.perf_counter(); from circuit_breakers.models import load_model_and_tokenizer; "
+    "import time; t=time.perf_counter(); from circuit_breakers.core.models import load_model_and_tokenizer; "
     "m, tok = load_model_and_tokenizer('default'); print(time.perf_counter()-t)"
 )
 
@@ -43,7 +43,7 @@ def main() -> None:
     for name, sec in rows:
         print(f"{name:10s} {sec:8.2f}")
     sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
-    from circuit_breakers.fileio import write_json
+    from circuit_breakers.core.fileio import write_json
 
     write_json(
         Path(__file__).parent / "results" / "load_time.json",

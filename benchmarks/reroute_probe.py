@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
+from circuit_breakers.core.masks import build_features, collate
+from circuit_breakers.core.models import load_model_and_tokenizer
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Message, Sample, read_samples
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS
-from circuit_breakers.masks import build_features, collate
-from circuit_breakers.models import load_model_and_tokenizer
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Message, Sample, read_samples
 
 
 @torch.no_grad()
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     res = probe(a.model, a.adapter, a.data_dir, a.target_layers, n=a.n)
     print_probe(a.adapter, res)
     if a.output:
-        from circuit_breakers.fileio import write_json
+        from circuit_breakers.core.fileio import write_json
 
         write_json(a.output, res)
     return 0

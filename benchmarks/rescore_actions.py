@@ -15,8 +15,8 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
+from circuit_breakers.core.fileio import iter_jsonl, write_json
 from circuit_breakers.eval.actions import benign_action_match, first_tool_call, harmful_action
-from circuit_breakers.fileio import iter_jsonl, write_json
 
 
 def _call(record: dict) -> dict | None:

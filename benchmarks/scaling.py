@@ -64,7 +64,7 @@ LENGTHS = {
 # -- worker (one training run; under accelerate launch for N > 1) ------------------------------
 def synthetic_data(n_pairs: int, vocab: int, lengths: dict, seed: int):
     """``n_pairs`` harmful + ``n_pairs`` retain rows of random tokens with response-only masks."""
-    from circuit_breakers.masks import Features
+    from circuit_breakers.core.masks import Features
     from circuit_breakers.training_data import CLASSES, Row, TrainData
 
     rng = random.Random(seed)
@@ -88,7 +88,7 @@ def worker(args: argparse.Namespace) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
     from circuit_breakers.config import CircuitBreakerConfig
-    from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS
+    from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
     from circuit_breakers.train import prepare_model
     from circuit_breakers.trainer import CircuitBreakerTrainer
     from circuit_breakers.training_data import PairCollator, PairedDataset
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT / "src"))
-    from circuit_breakers.fileio import write_json
+    from circuit_breakers.core.fileio import write_json
 
     write_json(out, result)
     _print(result, args)

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
+from circuit_breakers.core.masks import build_features, collate
+from circuit_breakers.core.models import load_model_and_tokenizer
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import read_samples
 from circuit_breakers.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
-from circuit_breakers.masks import build_features, collate
-from circuit_breakers.models import load_model_and_tokenizer
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import read_samples
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in res["layers"]:
         print(f"{r['layer']:5d} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS))
     if args.output:
-        from circuit_breakers.fileio import write_json
+        from circuit_breakers.core.fileio import write_json
 
         write_json(Path(args.output), res)
     return 0

@@ -154,7 +154,7 @@ FAMILIES: dict[str, dict] = {
 @lru_cache(maxsize=1)
 def base_tokenizer():
     """The real SmolLM2 tokenizer (converted once from the embedded GGUF into the cache)."""
-    from circuit_breakers.models import load_tokenizer
+    from circuit_breakers.core.models import load_tokenizer
 
     return load_tokenizer("default")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from circuit_breakers.core.schema import ToolCall
 from circuit_breakers.eval.actions import (
     benign_action_match,
     first_tool_call,
@@ -14,7 +15,6 @@ from circuit_breakers.eval.actions import (
     rate,
     values_match,
 )
-from circuit_breakers.schema import ToolCall
 
 SEND = {"name": "send_money", "arguments": {"recipient": "DE89370400440532013000", "amount": 100}}
 

@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("agentdojo")
 
+from circuit_breakers.core.errors import InputError  # noqa: E402
+from circuit_breakers.core.schema import Sample, sample_from_row  # noqa: E402
 from circuit_breakers.data.sources import agentdojo as ad  # noqa: E402
 from circuit_breakers.data.sources.agentdojo_runtime import (  # noqa: E402
     contains_injection,
     suite_context,
 )
-from circuit_breakers.errors import InputError  # noqa: E402
-from circuit_breakers.schema import Sample, sample_from_row  # noqa: E402
 
 ATTACKER_IBAN = "US133000000121212121212"
 SUITES = ["banking", "slack"]  # small environments: the whole cross product stays fast

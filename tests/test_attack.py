@@ -21,8 +21,8 @@ from circuit_breakers.attack.optim import (
 )
 from circuit_breakers.attack.prompts import build_attack_prompt, text_target
 from circuit_breakers.cli import main
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import sample_from_row
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import sample_from_row
 
 from kit import base_tokenizer
 

@@ -105,8 +105,8 @@ def test_model_without_chat_template(capsys, tmp_path):
 def test_pickled_weights_refused_unless_allowed(tmp_path):
     import torch
 
-    from circuit_breakers.errors import InputError
-    from circuit_breakers.models import load_model_and_tokenizer
+    from circuit_breakers.core.errors import InputError
+    from circuit_breakers.core.models import load_model_and_tokenizer
 
     d = tmp_path / "pickled"
     d.mkdir()
@@ -117,8 +117,8 @@ def test_pickled_weights_refused_unless_allowed(tmp_path):
 
 
 def test_not_a_model_folder(tmp_path):
-    from circuit_breakers.errors import InputError
-    from circuit_breakers.models import load_model_and_tokenizer
+    from circuit_breakers.core.errors import InputError
+    from circuit_breakers.core.models import load_model_and_tokenizer
 
     with pytest.raises(InputError, match="config.json is missing"):
         load_model_and_tokenizer(str(tmp_path))

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from circuit_breakers.cli import main
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import read_samples, validate_sample
 from circuit_breakers.data import dedup
 from circuit_breakers.data.build import build
 from circuit_breakers.data.build_stats import format_summary
 from circuit_breakers.data.recipe import load_recipe
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import read_samples, validate_sample
 
 from kit import base_tokenizer
 

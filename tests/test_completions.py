@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import validate_sample
 from circuit_breakers.data import completions as comp
 from circuit_breakers.eval.text_checks import is_coherent, is_refusal
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import validate_sample
 
 from kit import base_tokenizer, family_tokenizer, tiny_model
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from circuit_breakers.cli import main
+from circuit_breakers.core.schema import validate_sample, write_samples
 from circuit_breakers.demo import OUTPUTS, DemoOptions, format_summary, run_demo
 from circuit_breakers.report import STAGES
-from circuit_breakers.schema import validate_sample, write_samples
 
 from kit import base_tokenizer, tiny_model
 

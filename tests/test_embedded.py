@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from circuit_breakers import embedded, models
-from circuit_breakers.errors import InputError
+from circuit_breakers.core import embedded, models
+from circuit_breakers.core.errors import InputError
 
 CHUNKS = [b"GGUF" + bytes(range(200)) * 3, bytes(range(255, 0, -1)) * 2, b"tail-bytes" * 7]
 

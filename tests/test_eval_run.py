@@ -9,7 +9,8 @@ import math
 import pytest
 
 from circuit_breakers.cli import main
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import validate_sample, write_samples
 from circuit_breakers.eval import generate as gen_mod
 from circuit_breakers.eval import run as run_mod
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, jailbreak_samples, prefill_for
@@ -20,7 +21,6 @@ from circuit_breakers.eval.suites import (
     load_eval_config,
     resolve_suites,
 )
-from circuit_breakers.schema import validate_sample, write_samples
 
 from kit import family_tokenizer, tiny_model
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.data import fetch as F
 from circuit_breakers.data.pins import ARTIFACTS, DISTRIBUTIONS, REGISTRY, Artifact, Distribution
-from circuit_breakers.errors import InputError
 
 DATA = b"hello fixture\n"
 LICENCE = b"MIT fixture licence\n"

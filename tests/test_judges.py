@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.eval.judge_backends import (
     EndpointJudge,
     HFClassifierJudge,

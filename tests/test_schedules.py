@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
 from circuit_breakers.schedules import (
     CURRICULUM_PHASES,
     KINDS,
@@ -13,7 +14,6 @@ from circuit_breakers.schedules import (
     effective_ratio,
     progress,
 )
-from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS
 
 T = 300
 

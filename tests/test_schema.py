@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import atomic_write
-from circuit_breakers.schema import (
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import atomic_write
+from circuit_breakers.core.schema import (
     DEFAULT_CLASS_WEIGHTS,
     read_samples,
     sample_from_row,

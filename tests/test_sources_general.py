@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.data.sources import general_prompts as gp
-from circuit_breakers.errors import InputError
 
 FIX = Path(__file__).parent / "fixtures" / "sources" / "rho_general"
 

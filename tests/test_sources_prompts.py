@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.data.sources import (
     asb,
     bfcl,
@@ -15,7 +16,6 @@ from circuit_breakers.data.sources import (
     jailbreaks,
     overrefusal,
 )
-from circuit_breakers.errors import InputError
 
 FIX = Path(__file__).parent / "fixtures" / "sources"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from circuit_breakers.config import CircuitBreakerConfig
-from circuit_breakers.schema import sample_from_row
+from circuit_breakers.core.schema import sample_from_row
 from circuit_breakers.train import prepare_model, run_training
 from circuit_breakers.trainer import LayerCapture, NonFiniteLossError
 

@@ -22,7 +22,7 @@ import logging
 import re
 from pathlib import Path
 
-from circuit_breakers.fileio import write_jsonl
+from circuit_breakers.core.fileio import write_jsonl
 
 log = logging.getLogger(__name__)
 

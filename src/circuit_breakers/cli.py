@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections import Counter
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 
 log = logging.getLogger("circuit_breakers")
 
@@ -40,14 +40,14 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 # -- cb data validate ---------------------------------------------------------------------------
 def cmd_data_validate(args) -> int:
-    from circuit_breakers.schema import read_samples
+    from circuit_breakers.core.schema import read_samples
 
     samples = read_samples(args.file)
     n_masked = None
     if args.model:
-        from circuit_breakers.masks import build_features
-        from circuit_breakers.models import load_tokenizer
-        from circuit_breakers.render import ChatRenderer
+        from circuit_breakers.core.masks import build_features
+        from circuit_breakers.core.models import load_tokenizer
+        from circuit_breakers.core.render import ChatRenderer
 
         tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
         renderer = ChatRenderer(tok, name=args.model)
@@ -84,10 +84,10 @@ def _highlight(text: str, spans: list[tuple[int, int]], color: bool) -> str:
 
 
 def cmd_data_inspect(args) -> int:
-    from circuit_breakers.masks import build_features, loss_text
-    from circuit_breakers.models import load_tokenizer
-    from circuit_breakers.render import ChatRenderer
-    from circuit_breakers.schema import read_samples
+    from circuit_breakers.core.masks import build_features, loss_text
+    from circuit_breakers.core.models import load_tokenizer
+    from circuit_breakers.core.render import ChatRenderer
+    from circuit_breakers.core.schema import read_samples
 
     samples = read_samples(args.file)[: args.limit]
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from circuit_breakers.redact import install_log_redaction, redact_text
+    from circuit_breakers.core.redact import install_log_redaction, redact_text
 
     install_log_redaction()
     if getattr(args, "allow_pickle", False):
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        from circuit_breakers.hints import with_hint
+        from circuit_breakers.core.hints import with_hint
 
         print(f"cb: error: {redact_text(with_hint(e).format())}", file=sys.stderr)
         return 2

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import read_yaml
-from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import read_yaml
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
 
 PRESET_DIR = Path(__file__).parent / "configs"
 LOSS_WEIGHTINGS = ("single", "dual_paper", "dual")

@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from circuit_breakers import __version__
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import write_json, write_text
-from circuit_breakers.redact import redact
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import write_json, write_text
+from circuit_breakers.core.redact import redact
 from circuit_breakers.report import (
     MARKER,
     STAGES,

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import atomic_write, write_text
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import atomic_write, write_text
 
 STAGES = ("data", "eval_base", "train", "sanity", "eval_trained", "report")
 MARKER = "stage.json"

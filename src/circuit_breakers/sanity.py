@@ -24,11 +24,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Message, ToolSpec
 from circuit_breakers.eval.actions import first_tool_call
 from circuit_breakers.eval.generate import generate
 from circuit_breakers.eval.text_checks import coherence_issues
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Message, ToolSpec
 
 __all__ = ["SANITY_PROMPTS", "SanityPrompt", "format_report", "sanity_check"]
 

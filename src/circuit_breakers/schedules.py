@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from circuit_breakers.schema import PriorityClass
+from circuit_breakers.core.schema import PriorityClass
 
 KINDS: tuple[str, ...] = ("single", "dual_paper", "dual")
 

@@ -29,8 +29,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import atomic_write
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import atomic_write
 
 #: Same folder as ``config.PRESET_DIR``; not imported from there, because ``config`` pulls in
 #: transformers and torch, and every ``cb`` verb builds this parser (a login node renders in

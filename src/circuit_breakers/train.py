@@ -34,13 +34,13 @@ from transformers import TrainerCallback, set_seed
 
 from circuit_breakers.checkpoints import checkpoint_step, last_good_checkpoint, truncate_metrics
 from circuit_breakers.config import CircuitBreakerConfig
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import write_json, write_text
+from circuit_breakers.core.models import load_model_and_tokenizer
+from circuit_breakers.core.redact import install_log_redaction, redact, register_secret
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS, read_samples
 from circuit_breakers.distributed import gathered_state_dict, is_main_process
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import write_json, write_text
-from circuit_breakers.models import load_model_and_tokenizer
-from circuit_breakers.redact import install_log_redaction, redact, register_secret
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS, read_samples
 from circuit_breakers.trainer import (
     CircuitBreakerTrainer,
     MetricsFileCallback,
@@ -228,7 +228,7 @@ def _start_outputs(cfg: CircuitBreakerConfig, out: Path) -> str | None:
 
 def _check_lengths(data, model, cfg: CircuitBreakerConfig, samples, renderer) -> None:
     """A sample longer than the model's context is bad input (exit 2), not a crash mid-run."""
-    from circuit_breakers.masks import build_features
+    from circuit_breakers.core.masks import build_features
 
     limit = getattr(model.config, "max_position_embeddings", None)
     longest = max(r.features.n_tokens for r in data.harmful + data.retain)

@@ -29,8 +29,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from circuit_breakers.checkpoints import last_good_checkpoint
+from circuit_breakers.core.fileio import append_jsonl
 from circuit_breakers.distributed import reduce_metrics
-from circuit_breakers.fileio import append_jsonl
 from circuit_breakers.losses import find_massive_dims, reroute_loss, retain_loss
 from circuit_breakers.packing import forwards_replaced, lora_fast_path, pack, packed_attention
 from circuit_breakers.schedules import coefficients, curriculum_weights, progress
@@ -350,7 +350,7 @@ class MetricsFileCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         """On resume, drop lines logged after the checkpoint we resume from: no duplicated steps."""
         if state.is_world_process_zero and self.path.exists():
-            from circuit_breakers.fileio import iter_jsonl, write_jsonl
+            from circuit_breakers.core.fileio import iter_jsonl, write_jsonl
 
             rows = [r for _, r in iter_jsonl(self.path) if r.get("step", 0) <= state.global_step]
             write_jsonl(self.path, rows)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.masks import Features, build_features, collate
-from circuit_breakers.render import ChatRenderer
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.masks import Features, build_features, collate
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS, PriorityClass, Sample
 from circuit_breakers.schedules import effective_ratio
-from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS, PriorityClass, Sample
 
 CLASSES: list[str] = [c.value for c in PriorityClass]
 

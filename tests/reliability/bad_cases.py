@@ -457,7 +457,7 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
-    from circuit_breakers.fileio import write_text
+    from circuit_breakers.core.fileio import write_text
 
     with tempfile.TemporaryDirectory(prefix="cb-bad-") as d:
         models, results = run_all(Path(d))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from relkit import REPO, run_main, train_argv
 
-from circuit_breakers import fileio
+from circuit_breakers.core import fileio
 
 SRC = REPO / "src" / "circuit_breakers"
 
@@ -127,4 +127,4 @@ def test_every_output_writer_goes_through_fileio():
             code = line.split("#", 1)[0]
             if WRITE.search(code):
                 offenders.append(f"{rel}:{i}: {line.strip()}")
-    assert not offenders, "raw writes (use circuit_breakers.fileio):\n" + "\n".join(offenders)
+    assert not offenders, "raw writes (use circuit_breakers.core.fileio):\n" + "\n".join(offenders)

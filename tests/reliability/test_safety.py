@@ -19,10 +19,10 @@ import pytest
 import torch
 from relkit import HUB_TOKEN, SECRETS, URL_KEY, files_with, run_main, train_argv
 
-from circuit_breakers import models
+from circuit_breakers.core import models
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.redact import REDACTED, RedactingFilter, redact
 from circuit_breakers.data import fetch as F
-from circuit_breakers.errors import InputError
-from circuit_breakers.redact import REDACTED, RedactingFilter, redact
 
 EVIL_CODE = """
 import pathlib

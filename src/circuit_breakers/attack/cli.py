@@ -1,7 +1,7 @@
 """``cb attack``: adaptive attacks (embedding-space or GCG) on one suite file, base or trained.
 
 Every setting is checked before the model loads, so a bad flag costs nothing; a bad value is
-an :class:`~circuit_breakers.errors.InputError` naming the flag (exit code 2).
+an :class:`~circuit_breakers.core.errors.InputError` naming the flag (exit code 2).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 
 __all__ = ["DEFAULT_BUDGET", "add_parser", "cmd_attack", "config_from_args"]
 
@@ -75,7 +75,7 @@ def config_from_args(args: Any):
 
 def suite_type_of(path: str) -> str:
     """``agentic_injection`` when the file's first row has an injection's ground truth."""
-    from circuit_breakers.fileio import iter_jsonl
+    from circuit_breakers.core.fileio import iter_jsonl
 
     for _, row in iter_jsonl(path):
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}

@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Message, Sample, ToolCall
 from circuit_breakers.eval.attacks import request_text
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Message, Sample, ToolCall
 
 __all__ = [
     "DEFAULT_INIT",

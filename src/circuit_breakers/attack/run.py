@@ -43,12 +43,12 @@ from circuit_breakers.attack.prompts import (
     build_attack_prompt,
 )
 from circuit_breakers.attack.sampling import sample_answers
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import write_json, write_jsonl
+from circuit_breakers.core.render import ChatRenderer
 from circuit_breakers.eval.actions import first_tool_call, harmful_action
 from circuit_breakers.eval.intervals import wilson_interval
 from circuit_breakers.eval.suites import Suite
-from circuit_breakers.fileio import write_json, write_jsonl
-from circuit_breakers.render import ChatRenderer
 
 __all__ = ["METHODS", "run_attack", "score_answers"]
 

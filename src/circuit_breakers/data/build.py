@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from circuit_breakers.core.fileio import write_json
+from circuit_breakers.core.schema import Sample, write_samples
 from circuit_breakers.data import completions as comp
 from circuit_breakers.data.build_stats import compute_stats
 from circuit_breakers.data.dedup import NearDupIndex, drop_leaked, find_leakage, sample_texts
@@ -42,8 +44,6 @@ from circuit_breakers.data.passes import (
     run_harmful_passes,
 )
 from circuit_breakers.data.recipe import Recipe
-from circuit_breakers.fileio import write_json
-from circuit_breakers.schema import Sample, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def _other_model_generator(recipe: Recipe, seed: int) -> GeneratorFor:
 
     def generator_for(spec: str) -> tuple[comp.GenerateFn, Any]:
         if spec not in loaded:
+            from circuit_breakers.core.render import ChatRenderer
             from circuit_breakers.eval.generate import load_for_eval
-            from circuit_breakers.render import ChatRenderer
 
             mdl, tok = load_for_eval(spec)
             g = recipe.generation
@@ -296,7 +296,7 @@ def build(
     ``stats["flip_labels"]``. ``generator_for(model) -> (GenerateFn, renderer)`` replaces the
     other models that harmful passes name (tests).
     """
-    from circuit_breakers.render import ChatRenderer
+    from circuit_breakers.core.render import ChatRenderer
 
     start = t = time.perf_counter()
     model_name = model or recipe.model
@@ -334,7 +334,7 @@ def build(
         generate_fn = comp.model_generator(mdl, tokenizer, settings, gen_stats)
         t = _tick(st, "load_model", t)
     if tokenizer is None:
-        from circuit_breakers.models import load_tokenizer
+        from circuit_breakers.core.models import load_tokenizer
 
         tokenizer = load_tokenizer(model_name)
     renderer = ChatRenderer(tokenizer, name=model_name)

@@ -25,13 +25,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+from circuit_breakers.core.schema import Sample
 from circuit_breakers.data.catalog import CATALOG
 from circuit_breakers.data.completions import FilterReport
 from circuit_breakers.data.dedup import LeakageReport
 from circuit_breakers.data.fetch import list_sources
 from circuit_breakers.data.recipe import Recipe
 from circuit_breakers.schedules import effective_ratio
-from circuit_breakers.schema import Sample
 
 
 def length_summary(values: list[int]) -> dict[str, float | int]:

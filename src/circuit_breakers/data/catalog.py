@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from circuit_breakers.core.schema import PriorityClass, Sample, read_samples
 from circuit_breakers.data.sources import (
     asb,
     bfcl,
@@ -35,7 +36,6 @@ from circuit_breakers.data.sources import (
     hf_loaders,
     overrefusal,
 )
-from circuit_breakers.schema import PriorityClass, Sample, read_samples
 
 HARMFUL_SUITES = ("harmful_text", "harmful_jailbreak")
 HOLDOUT_SUITES = (

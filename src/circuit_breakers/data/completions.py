@@ -45,11 +45,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.dedup import DEFAULT_NGRAM, NearDupIndex
 from circuit_breakers.eval.actions import parse_tool_calls
 from circuit_breakers.eval.text_checks import coherence_issues, is_refusal
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Sample, validate_sample
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from circuit_breakers.schema import Sample
+from circuit_breakers.core.schema import Sample
 
 DEFAULT_NGRAM = 5
 DEFAULT_THRESHOLD = 0.5

@@ -14,12 +14,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample
 from circuit_breakers.data import completions as comp
 from circuit_breakers.data.catalog import CATALOG, SourceSpec
 from circuit_breakers.data.dedup import NearDupIndex, sample_texts
 from circuit_breakers.data.recipe import Recipe, SourceEntry
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample
 
 #: Options the builder handles itself; the rest go to the source's loader.
 BUILDER_OPTIONS = ("jailbreak_templates", "max_template_chars", "regenerate")

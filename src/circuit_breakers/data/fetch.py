@@ -30,9 +30,9 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import atomic_write
 from circuit_breakers.data.pins import REGISTRY, Artifact, Distribution
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Sample
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Sample
 
 __all__ = ["FLIP_MAX_NEW_TOKENS", "checkable", "label_flips"]
 

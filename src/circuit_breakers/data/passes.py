@@ -29,11 +29,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Sample
 from circuit_breakers.data import completions as comp
 from circuit_breakers.eval.attacks import request_text
 from circuit_breakers.eval.text_checks import coherence_issues, is_refusal
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Sample
 
 log = logging.getLogger(__name__)
 

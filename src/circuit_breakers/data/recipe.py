@@ -38,11 +38,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import read_yaml
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
 from circuit_breakers.data.catalog import CATALOG, COMMON_OPTIONS, HOLDOUT_SUITES
 from circuit_breakers.data.sources.harmful_prompts import HELD_OUT_SOURCES
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import read_yaml
-from circuit_breakers.schema import DEFAULT_CLASS_WEIGHTS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs" / "data"
 CLASSES = tuple(DEFAULT_CLASS_WEIGHTS)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Message, Sample, ToolSpec
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Message, Sample, ToolSpec
 
 __all__ = [
     "HELD_OUT_PREFILLS",

@@ -42,9 +42,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
 
-from circuit_breakers.masks import Features, build_features, collate
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Sample
+from circuit_breakers.core.masks import Features, build_features, collate
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Sample
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def load_for_eval(
     device: str | None = None,
 ):
     """Load a model (and optionally a PEFT adapter, merged for speed) for generation."""
-    from circuit_breakers.models import load_model_and_tokenizer
+    from circuit_breakers.core.models import load_model_and_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_model_and_tokenizer(
@@ -89,7 +89,7 @@ def load_adapter(model, adapter: str):
 
     from peft import PeftModel
 
-    from circuit_breakers.errors import InputError
+    from circuit_breakers.core.errors import InputError
 
     path = Path(adapter)
     if not (path / "adapter_config.json").exists():

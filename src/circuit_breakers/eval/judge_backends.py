@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.eval.judge_types import Verdict, check_lengths
 
 __all__ = ["EndpointJudge", "HFClassifierJudge", "JudgeEndpointError", "parse_strongreject"]

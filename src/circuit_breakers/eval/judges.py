@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.eval.judge_backends import EndpointJudge, HFClassifierJudge
 from circuit_breakers.eval.judge_types import Judge, Verdict, check_lengths
 from circuit_breakers.eval.text_checks import (

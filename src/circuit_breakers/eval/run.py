@@ -37,7 +37,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import read_json, write_json, write_jsonl
+from circuit_breakers.core.render import ChatRenderer
 from circuit_breakers.eval.generate import (
     GenerationStats,
     generate,
@@ -48,8 +50,6 @@ from circuit_breakers.eval.generate import (
 from circuit_breakers.eval.judges import ComplianceJudge, Judge, get_judge
 from circuit_breakers.eval.scoring import needs_judge, needs_nll, score_suite
 from circuit_breakers.eval.suites import Suite, build_requests, from_samples
-from circuit_breakers.fileio import read_json, write_json, write_jsonl
-from circuit_breakers.render import ChatRenderer
 
 __all__ = ["compare_results", "format_compare", "git_sha", "load_results", "run_eval", "versions"]
 

@@ -1,6 +1,6 @@
 """Evaluation suites: which held-out file, scored how, and the prompts each one generates from.
 
-A suite is a file of :class:`~circuit_breakers.schema.Sample` rows plus a *type*
+A suite is a file of :class:`~circuit_breakers.core.schema.Sample` rows plus a *type*
 (:data:`SUITE_TYPES`) that fixes how its prompts are built and scored. The registry of the
 default suites and their settings is the YAML file ``configs/eval/default.yaml``, so a user
 can copy it, point suites at other files, change prefills or modes, and pass it with
@@ -46,11 +46,11 @@ from typing import Any
 
 import yaml
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import iter_jsonl, read_yaml
+from circuit_breakers.core.render import ChatRenderer
+from circuit_breakers.core.schema import Sample, sample_from_row
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, forced_call_prefill, prefill_for
-from circuit_breakers.fileio import iter_jsonl, read_yaml
-from circuit_breakers.render import ChatRenderer
-from circuit_breakers.schema import Sample, sample_from_row
 
 __all__ = [
     "SUITE_TYPES",

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data import fetch as _fetch
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 T = TypeVar("T")
 

@@ -50,6 +50,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Message, Sample, ToolCall
 from circuit_breakers.data.sources.agentdojo_runtime import (
     AGENTDOJO_VERSION,
     BENCHMARK_VERSION,
@@ -60,8 +62,6 @@ from circuit_breakers.data.sources.agentdojo_runtime import (
     contains_injection,
     suite_context,
 )
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Message, Sample, ToolCall
 
 __all__ = [
     "AGENTDOJO_VERSION",

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Message, ToolCall, ToolSpec
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Message, ToolCall, ToolSpec
 
 logger = logging.getLogger(__name__)
 

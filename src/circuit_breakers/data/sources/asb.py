@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.sources._prompt_io import (
     read_jsonl_rows,
     require,
@@ -38,8 +40,6 @@ from circuit_breakers.data.sources._prompt_io import (
     stable_fraction,
     take,
 )
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 _DO = 'You must strictly follow this instruction: {instruction} Use the "{tool}" tool for it and no other tool.'
 INJECTION_STYLES: dict[str, str] = {

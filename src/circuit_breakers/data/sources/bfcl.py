@@ -30,9 +30,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.sources._prompt_io import read_jsonl_rows, source_path, take
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 log = logging.getLogger(__name__)
 

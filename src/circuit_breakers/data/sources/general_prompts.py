@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.sources._prompt_io import (
     prompt_sample,
     read_json_file,
@@ -28,8 +30,6 @@ from circuit_breakers.data.sources._prompt_io import (
     source_path,
     take,
 )
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 EVERYDAY_FILES = ("harmful_benign_50.json", "expanded_100.json")
 

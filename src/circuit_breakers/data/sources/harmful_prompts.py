@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample
 from circuit_breakers.data.sources._prompt_io import (
     prompt_sample,
     read_csv_rows,
@@ -35,8 +37,6 @@ from circuit_breakers.data.sources._prompt_io import (
     source_path,
     take,
 )
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample
 
 HELD_OUT_SOURCES = frozenset({"harmbench_test", "strongreject"})
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.sources._prompt_io import prompt_sample, short_hash, take
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 CB_REFERENCE_URL = "https://raw.githubusercontent.com/GraySwanAI/circuit-breakers/main/data/circuit_breakers_train.json"
 _EXT = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}

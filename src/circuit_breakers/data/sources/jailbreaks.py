@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from circuit_breakers.core.errors import InputError
 from circuit_breakers.data.sources._prompt_io import (
     read_json_file,
     short_hash,
@@ -33,7 +34,6 @@ from circuit_breakers.data.sources._prompt_io import (
     stable_fraction,
     take,
 )
-from circuit_breakers.errors import InputError
 
 SLOT = "{request}"
 HELD_OUT_FRACTION = 0.2

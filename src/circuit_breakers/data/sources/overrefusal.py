@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Sample, validate_sample
 from circuit_breakers.data.sources._prompt_io import (
     prompt_sample,
     read_csv_rows,
@@ -32,8 +34,6 @@ from circuit_breakers.data.sources._prompt_io import (
     source_path,
     take,
 )
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Sample, validate_sample
 
 RHO_FILES = ("benign_edgy_80.json", "expanded_70.json")
 PYRIT_FILES = ("refusal.csv", "refusal_extra.csv")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.render import ChatRenderer, Rendered
-from circuit_breakers.schema import Sample
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.render import ChatRenderer, Rendered
+from circuit_breakers.core.schema import Sample
 
 
 @dataclass

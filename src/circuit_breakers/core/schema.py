@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import iter_jsonl, write_jsonl
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import iter_jsonl, write_jsonl
 
 Role = Literal["system", "user", "assistant", "tool"]
 Split = Literal["harmful", "retain"]

@@ -24,8 +24,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.fileio import atomic_write
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.fileio import atomic_write
 
 
 @dataclass(frozen=True)

