@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from circuit_breakers.config import CircuitBreakerConfig, load_layers
 from circuit_breakers.core.fileio import read_yaml, write_json
 from circuit_breakers.eval.run import run_eval
 from circuit_breakers.eval.suites import load_eval_config, load_suite_file, resolve_suites
+from circuit_breakers.training.config import load_layers
+from circuit_breakers.training.experimental import ExperimentalConfig
 
 # Metrics shown in the table, in order: (suite, metric, short label).
 COLUMNS = [
@@ -267,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             save_strategy="no",
             report_to="none",
         )
-        cfg = CircuitBreakerConfig(**layers)
-        from circuit_breakers.train import run_training
+        cfg = ExperimentalConfig(**layers)
+        from circuit_breakers.training.run import run_training
 
         t0 = time.perf_counter()
         try:

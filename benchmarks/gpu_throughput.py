@@ -43,19 +43,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from shapes import LLAMA31_8B  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from circuit_breakers.config import CircuitBreakerConfig  # noqa: E402
 from circuit_breakers.core.fileio import write_json, write_text  # noqa: E402
 from circuit_breakers.core.masks import Features  # noqa: E402
-from circuit_breakers.schedules import coefficients  # noqa: E402
-from circuit_breakers.train import prepare_model  # noqa: E402
-from circuit_breakers.trainer import CircuitBreakerTrainer  # noqa: E402
-from circuit_breakers.training_data import (  # noqa: E402
+from circuit_breakers.training.collator import (  # noqa: E402
     CLASSES,
     PairCollator,
     PairedDataset,
     Row,
     TrainData,
 )
+from circuit_breakers.training.config import CircuitBreakerConfig  # noqa: E402
+from circuit_breakers.training.run import prepare_model  # noqa: E402
+from circuit_breakers.training.schedules import coefficients  # noqa: E402
+from circuit_breakers.training.trainer import CircuitBreakerTrainer  # noqa: E402
 
 TINY = dict(
     vocab_size=1000,
@@ -230,7 +230,7 @@ def matmul_tflops(device) -> float | None:
 def attention_check(device) -> dict | None:
     """Packed attention (the kernel ``packing`` uses here) against fp32 per-sequence SDPA:
     output and q/k/v gradients, GQA 32/8 heads, four sequences."""
-    from circuit_breakers import packing
+    from circuit_breakers.training import packing
 
     lens, hq, hkv, d = [100, 300, 57, 1024], 32, 8, 128
     n = sum(lens)
@@ -648,10 +648,11 @@ def main() -> None:
                 with trainer.compute_loss_context_manager(), amp:
                     loss = trainer.compute_loss(m, to_device(batches[0], device))
                 loss.backward()
+            diagnostics = trainer.pop_diagnostics()  # also restarts the token count
             got = {
                 "loss": loss.item(),
-                "loss_rr": trainer._metrics["loss_rr"][-1],
-                "loss_ret": trainer._metrics["loss_ret"][-1],
+                "loss_rr": diagnostics["loss_rr"][-1],
+                "loss_ret": diagnostics["loss_ret"][-1],
             }
             check = {
                 k: {"ours": got[k], "rel_err": abs(got[k] - ref[k]) / abs(ref[k])} for k in got
@@ -665,20 +666,18 @@ def main() -> None:
             del grads
             check["first_call_s"] = time.perf_counter() - t_check
             m.zero_grad(set_to_none=True)
-            trainer._metrics.clear()
             results["loss_check"][name] = check
             print(f"[{name}] loss check:", check, flush=True)
             del loss
 
             clock.reset_peak()
-            trainer._tokens = 0
             t_train = time.perf_counter()
             out = trainer.train()
             train_s = time.perf_counter() - t_train
             steps = len(timer.end)
-            assert steps == total_steps and trainer._tokens == sum(real), (
+            assert steps == total_steps and trainer.tokens_since_log == sum(real), (
                 steps,
-                trainer._tokens,
+                trainer.tokens_since_log,
                 sum(real),
             )
             step_times = [e - b for b, e in zip(timer.begin, timer.end)][args.warmup :]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from circuit_breakers.core.masks import build_features, collate
-from circuit_breakers.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
+from circuit_breakers.training.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
 
 
 def drift(model_spec: str, adapter: str, data_dir: str, n: int = 16) -> dict:

@@ -65,7 +65,7 @@ LENGTHS = {
 def synthetic_data(n_pairs: int, vocab: int, lengths: dict, seed: int):
     """``n_pairs`` harmful + ``n_pairs`` retain rows of random tokens with response-only masks."""
     from circuit_breakers.core.masks import Features
-    from circuit_breakers.training_data import CLASSES, Row, TrainData
+    from circuit_breakers.training.collator import CLASSES, Row, TrainData
 
     rng = random.Random(seed)
     retain_classes = [c for c in CLASSES if c != "harmful_flip"]
@@ -87,11 +87,11 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
-    from circuit_breakers.config import CircuitBreakerConfig
     from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
-    from circuit_breakers.train import prepare_model
-    from circuit_breakers.trainer import CircuitBreakerTrainer
-    from circuit_breakers.training_data import PairCollator, PairedDataset
+    from circuit_breakers.training.collator import PairCollator, PairedDataset
+    from circuit_breakers.training.config import CircuitBreakerConfig
+    from circuit_breakers.training.run import prepare_model
+    from circuit_breakers.training.trainer import CircuitBreakerTrainer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -35,7 +35,7 @@ from circuit_breakers.core.masks import build_features, collate
 from circuit_breakers.core.models import load_model_and_tokenizer
 from circuit_breakers.core.render import ChatRenderer
 from circuit_breakers.core.schema import read_samples
-from circuit_breakers.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
+from circuit_breakers.training.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:

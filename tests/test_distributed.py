@@ -31,7 +31,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from circuit_breakers.distributed import reduce_metrics
+from circuit_breakers.training.distributed import reduce_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -109,7 +109,7 @@ def _fsdp_lora(rank: int, world: int) -> dict:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from circuit_breakers.trainer import LayerCapture, decoder_layers
+    from circuit_breakers.training.trainer import LayerCapture, decoder_layers
 
     from kit import tiny_model
 
@@ -277,7 +277,7 @@ def run_pair(folder: Path, steps: int = 6) -> dict:
 def compare(pair: dict) -> dict:
     from safetensors.torch import load_file
 
-    from circuit_breakers.schedules import coefficients
+    from circuit_breakers.training.schedules import coefficients
 
     rows = {
         k: [json.loads(x) for x in (pair[k] / "metrics.jsonl").read_text().splitlines()]

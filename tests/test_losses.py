@@ -1,4 +1,4 @@
-"""Hand-computed checks of the rerouting and retain losses (circuit_breakers.losses)."""
+"""Hand-computed checks of the rerouting and retain losses (circuit_breakers.training.losses)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from circuit_breakers.losses import (
+from circuit_breakers.training.losses import (
     DEFAULT_MASSIVE_RATIO,
     REROUTE_VARIANTS,
     RETAIN_VARIANTS,

@@ -232,7 +232,7 @@ def test_collate_pads_and_masks():
 
 
 def test_prompt_tail_tokens_extend_the_loss_to_the_end_of_the_request():
-    from circuit_breakers.training_data import build_train_data
+    from circuit_breakers.training.collator import build_train_data
 
     tok = family_tokenizer("chatml")
     r = ChatRenderer(tok)
@@ -260,7 +260,7 @@ def test_prompt_tail_tokens_extend_the_loss_to_the_end_of_the_request():
 
 
 def test_retain_full_sequence_puts_the_retain_loss_on_every_token_and_leaves_harmful_alone():
-    from circuit_breakers.training_data import build_train_data
+    from circuit_breakers.training.collator import build_train_data
 
     tok = family_tokenizer("chatml")
     r = ChatRenderer(tok)

@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
-from circuit_breakers.config import CircuitBreakerConfig
 from circuit_breakers.core.masks import Features
-from circuit_breakers.packing import Packed, lora_fast_path, pack, packed_attention
-from circuit_breakers.train import prepare_model
-from circuit_breakers.trainer import CircuitBreakerTrainer, LayerCapture
-from circuit_breakers.training_data import CLASSES, PairCollator, Row
+from circuit_breakers.training.collator import CLASSES, PairCollator, Row
+from circuit_breakers.training.config import CircuitBreakerConfig
+from circuit_breakers.training.experimental import ExperimentalConfig
+from circuit_breakers.training.lora import lora_fast_path
+from circuit_breakers.training.packing import Packed, pack, packed_attention
+from circuit_breakers.training.run import prepare_model
+from circuit_breakers.training.trainer import CircuitBreakerTrainer, LayerCapture
 
 from kit import family_tokenizer, tiny_model
 
@@ -96,7 +98,7 @@ def test_packed_forward_equals_padded_forward(family):
 
 
 def _loss_and_grads(tmp_path, family, batch, **kw):
-    cfg = CircuitBreakerConfig(
+    cfg = ExperimentalConfig(  # cosine_normalized is an experimental variant
         output_dir=str(tmp_path / "out"),
         use_cpu=True,
         report_to="none",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from circuit_breakers import sanity as sanity_mod
 from circuit_breakers.cli import main
 from circuit_breakers.eval import generate as generate_mod
-from circuit_breakers.sanity import SANITY_PROMPTS, format_report, sanity_check
+from circuit_breakers.eval import sanity as sanity_mod
+from circuit_breakers.eval.sanity import SANITY_PROMPTS, format_report, sanity_check
 
 from kit import family_tokenizer, tiny_model
 

@@ -1,17 +1,16 @@
-"""Exact values of the coefficient schedules and the curriculum (circuit_breakers.schedules)."""
+"""Exact values of the coefficient schedules and the curriculum (circuit_breakers.training.schedules)."""
 
 from __future__ import annotations
 
 import pytest
 
-from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
-from circuit_breakers.schedules import (
+from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS, effective_ratio
+from circuit_breakers.training.schedules import (
     CURRICULUM_PHASES,
     KINDS,
     coefficients,
     curriculum_phase,
     curriculum_weights,
-    effective_ratio,
     progress,
 )
 

@@ -2,15 +2,15 @@
 
 import pytest
 import torch
-from transformers import HfArgumentParser
 
 from circuit_breakers.cli import main
-from circuit_breakers.config import PRESET_DIR, CircuitBreakerConfig, load_layers
+from circuit_breakers.training.config import PRESET_DIR, config_parser, load_layers
+from circuit_breakers.training.experimental import ExperimentalConfig
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_loads(preset):
-    parser = HfArgumentParser(CircuitBreakerConfig)
+    parser = config_parser(ExperimentalConfig)  # what cb train parses
     values = load_layers(preset, None)
     if not torch.cuda.is_available():  # the 8B presets ask for bf16 on a GPU
         values.update(bf16=False, use_cpu=True)
@@ -59,6 +59,11 @@ def test_unknown_preset(capsys):
             "LoRA layer 8 is beyond the last kept block",
         ),
         (["--loss_weighting", "triple"], "unknown loss_weighting 'triple'"),
+        (
+            ["--reroute_variant", "cosin"],
+            "field 'reroute_variant': unknown reroute_variant 'cosin'",
+        ),
+        (["--retain_sampling", "random"], "unknown retain_sampling 'random' (choose uniform"),
     ],
 )
 def test_bad_layer_settings_exit_2(tmp_path, capsys, flags, message):
@@ -83,3 +88,41 @@ def test_gpu_preset_on_cpu_says_what_to_do(capsys):
         main(["train", "--preset", "stage2", "--train_file", "examples/three_samples.jsonl"]) == 2
     )
     assert "--bf16 false" in capsys.readouterr().err
+
+
+def test_bad_choice_in_yaml_exits_2_naming_the_field(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("retain_variant: l3\n")
+    argv = ["train", "--config", str(cfg), "--train_file", "examples/three_samples.jsonl"]
+    assert main([*argv, "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]) == 2
+    assert (
+        "field 'retain_variant': unknown retain_variant 'l3' (choose l2," in capsys.readouterr().err
+    )
+
+
+def test_choice_fields_are_literals_checked_in_post_init(tmp_path):
+    from circuit_breakers.core.errors import InputError
+    from circuit_breakers.training.config import CircuitBreakerConfig, choice_fields
+    from circuit_breakers.training.experimental import ExperimentalConfig, knob
+    from circuit_breakers.training.losses import REROUTE_VARIANTS, RETAIN_VARIANTS
+
+    choices = choice_fields(CircuitBreakerConfig)
+    assert set(choices) == {
+        "loss_weighting",
+        "reroute_variant",
+        "retain_variant",
+        "retain_sampling",
+    }
+    assert set(choices["retain_variant"]) == set(RETAIN_VARIANTS)
+    kw = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    # the research-only variant needs the experimental config
+    assert set(choice_fields(ExperimentalConfig)["reroute_variant"]) == set(REROUTE_VARIANTS)
+    with pytest.raises(InputError, match="unknown reroute_variant 'cosine_normalized'"):
+        CircuitBreakerConfig(reroute_variant="cosine_normalized", **kw)
+    exp = ExperimentalConfig(reroute_variant="cosine_normalized", alpha_decay=0.5, **kw)
+    assert knob(exp, "alpha_decay") == 0.5
+    plain = CircuitBreakerConfig(**kw)
+    assert knob(plain, "alpha_decay") == 0.0 and knob(plain, "retain_full_sequence") is False
+    assert not hasattr(plain, "lora_skip_massive_inputs") and not hasattr(
+        plain, "sanity_every_steps"
+    )

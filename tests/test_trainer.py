@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from circuit_breakers.config import CircuitBreakerConfig
 from circuit_breakers.core.schema import sample_from_row
-from circuit_breakers.train import prepare_model, run_training
-from circuit_breakers.trainer import LayerCapture, NonFiniteLossError
+from circuit_breakers.training.callbacks import NonFiniteLossError
+from circuit_breakers.training.experimental import ExperimentalConfig
+from circuit_breakers.training.run import prepare_model, run_training
+from circuit_breakers.training.trainer import LayerCapture
 
 from kit import family_tokenizer, tiny_model
 
@@ -55,7 +56,7 @@ def _cfg(tmp_path, **kw):
         lora_dropout=0.0,
     )
     base.update(kw)
-    return CircuitBreakerConfig(**base)
+    return ExperimentalConfig(**base)  # lora_skip_massive_inputs is experimental
 
 
 def _metrics(cfg):
@@ -178,7 +179,7 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
                         if "lora_A" in n:
                             p.fill_(float("nan"))
 
-    import circuit_breakers.train as train_mod
+    import circuit_breakers.training.run as train_mod
 
     orig = train_mod.CircuitBreakerTrainer
 
@@ -206,7 +207,7 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
 
 
 def test_class_weights_change_the_retain_loss(tmp_path):
-    from circuit_breakers.training_data import CLASSES, row_weights
+    from circuit_breakers.training.collator import CLASSES, row_weights
 
     classes = torch.tensor(
         [CLASSES.index("adversarial_safe"), CLASSES.index("general_conversation")]

@@ -160,17 +160,16 @@ def cmd_data_fetch(args) -> int:
 
 # -- cb train ------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from transformers import HfArgumentParser
-
-    from circuit_breakers.config import CircuitBreakerConfig, load_layers
-    from circuit_breakers.train import run_training
+    from circuit_breakers.training.config import config_parser, load_layers
+    from circuit_breakers.training.experimental import ExperimentalConfig
+    from circuit_breakers.training.run import run_training
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(args.rest)
-    parser = HfArgumentParser(
-        CircuitBreakerConfig,
+    parser = config_parser(
+        ExperimentalConfig,
         prog="cb train",
         description="Train a circuit breaker. Settings: --preset NAME (stage1, stage2, demo), "
         "then --config FILE.yaml, then these flags, later ones winning.",
@@ -188,7 +187,7 @@ def cmd_train(args) -> int:
     parser.set_defaults(output_dir="runs/train", **load_layers(known.preset, known.config))
     cfg, extra = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)[:2]
     summary = run_training(cfg, allow_pickle=extra.allow_pickle or None)
-    from circuit_breakers.distributed import is_main_process
+    from circuit_breakers.training.distributed import is_main_process
 
     if not is_main_process(cfg):  # one line per run, not one per rank
         return 0
@@ -311,7 +310,7 @@ def cmd_eval(args) -> int:
 # -- cb sanity -----------------------------------------------------------------------------------
 def cmd_sanity(args) -> int:
     from circuit_breakers.eval.generate import load_for_eval
-    from circuit_breakers.sanity import format_report, sanity_check
+    from circuit_breakers.eval.sanity import format_report, sanity_check
 
     if not 0.0 <= args.min_pass_rate <= 1.0:
         raise InputError("must be between 0 and 1", field="min-pass-rate")
@@ -533,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     attack_cli.add_parser(sub)
 
-    from circuit_breakers.slurm import add_slurm_parser  # `cb slurm render`
+    from circuit_breakers.training.slurm import add_slurm_parser  # `cb slurm render`
 
     add_slurm_parser(sub)
     return p

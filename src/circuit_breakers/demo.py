@@ -250,9 +250,10 @@ class Demo:
         """The preset, then --train-config, then --train-set, then what the demo fixes."""
         from dataclasses import fields
 
-        from circuit_breakers.config import CircuitBreakerConfig, load_layers
+        from circuit_breakers.training.config import load_layers
+        from circuit_breakers.training.experimental import ExperimentalConfig
 
-        allowed = {f.name for f in fields(CircuitBreakerConfig) if f.init}
+        allowed = {f.name for f in fields(ExperimentalConfig) if f.init}
         for key in self.o.train_set:
             if key not in allowed:
                 raise InputError(
@@ -589,11 +590,11 @@ def run_eval_trained(d: Demo) -> dict:
 
 
 def run_train(d: Demo) -> dict:
-    from circuit_breakers.config import CircuitBreakerConfig
-    from circuit_breakers.train import run_training
+    from circuit_breakers.training.experimental import ExperimentalConfig
+    from circuit_breakers.training.run import run_training
 
     d.release_model()
-    cfg = CircuitBreakerConfig(
+    cfg = ExperimentalConfig(
         **d.config("train")["values"],
         output_dir=str(d.root / "train"),
         train_file=str(d.data_dir / "train.jsonl"),
@@ -607,7 +608,7 @@ def run_train(d: Demo) -> dict:
 
 
 def run_sanity(d: Demo) -> dict:
-    from circuit_breakers.sanity import format_report, sanity_check
+    from circuit_breakers.eval.sanity import format_report, sanity_check
 
     model, tok = d.model_for(str(d.root / "train" / "adapter"))
     ok, report = sanity_check(

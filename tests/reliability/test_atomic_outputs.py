@@ -83,7 +83,7 @@ def test_train_whose_adapter_cannot_be_written_leaves_no_adapter_and_no_done(
 
 
 def test_replace_dir_keeps_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
-    from circuit_breakers.train import replace_dir
+    from circuit_breakers.training.run import replace_dir
 
     final, new = tmp_path / "adapter", tmp_path / ".adapter-new"
     final.mkdir()

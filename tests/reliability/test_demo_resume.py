@@ -30,8 +30,8 @@ from relkit import (
 )
 from safetensors.torch import load_file
 
-from circuit_breakers.checkpoints import checkpoint_step, last_good_checkpoint
 from circuit_breakers.report import MARKER, STAGES
+from circuit_breakers.training.checkpoints import checkpoint_step, last_good_checkpoint
 
 STEPS = 10
 WORDS = ["apple", "river", "stone", "cloud", "garden", "window", "candle", "forest", "bridge",
@@ -152,7 +152,7 @@ KILL_AT: dict[str, tuple[str, Callable[[Path], bool]]] = {
 #: (relkit._slow_down): the HTML follows the PNGs at once, and a tiny training step is fast.
 SLOW_AT = {
     "report": "circuit_breakers.report:render_html=10",
-    "train": "circuit_breakers.trainer:CircuitBreakerTrainer.compute_loss=0.15",
+    "train": "circuit_breakers.training.trainer:CircuitBreakerTrainer.compute_loss=0.15",
 }
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from relkit import run_main, strict_rows, train_argv
 
-import circuit_breakers.trainer as trainer_mod
-from circuit_breakers.checkpoints import checkpoint_problem
+import circuit_breakers.training.trainer as trainer_mod
+from circuit_breakers.training.checkpoints import checkpoint_problem
 
 BAD_STEP = 5  # save_steps 2: checkpoint-4 is the last good one
 

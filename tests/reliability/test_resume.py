@@ -12,7 +12,7 @@ import torch
 from relkit import run_main, start_cb, strict_rows, train_argv, without_wall_clock
 from safetensors.torch import load_file, save_file
 
-from circuit_breakers.checkpoints import (
+from circuit_breakers.training.checkpoints import (
     checkpoint_problem,
     checkpoint_step,
     last_good_checkpoint,

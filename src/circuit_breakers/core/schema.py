@@ -60,6 +60,27 @@ DEFAULT_CLASS_WEIGHTS: dict[str, float] = {
 }
 
 
+_HARMFUL = PriorityClass.harmful_flip.value
+
+
+def effective_ratio(class_counts: dict[str, int], weights: dict[str, float]) -> float:
+    """Weighted Dr:Ds ratio: ``sum(count * weight)`` over retain classes / the same for Ds.
+
+    Ds is the ``harmful_flip`` class, Dr every other class. A class missing from ``weights``
+    counts with weight 1.0, as in ``Sample.effective_weight``. On the reference recipe's worked
+    example (1000 Ds, 4500 Dr) it gives 4.95, not the 5.45 stated there: its terms
+    1000 + 750 + 600 + 500 + 1600 + 500 sum to 4950.
+    """
+    bad = {c: n for c, n in class_counts.items() if n < 0}
+    if bad:
+        raise ValueError(f"class counts must be >= 0, got {bad}")
+    ds = class_counts.get(_HARMFUL, 0) * weights.get(_HARMFUL, 1.0)
+    if ds <= 0:
+        raise ValueError(f"no weighted {_HARMFUL!r} samples: the Dr:Ds ratio is undefined")
+    dr = sum(n * weights.get(c, 1.0) for c, n in class_counts.items() if c != _HARMFUL)
+    return dr / ds
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -5,7 +5,7 @@ What is in it and why:
 * ``counts``: train by split, class, source and class x source; each held-out suite by class
   and source. The first thing to look at when a run behaves oddly.
 * ``ratio``: Dr:Ds by count, and the *effective* ratio weighted with the class weights
-  (:func:`circuit_breakers.schedules.effective_ratio`), the number the trainer actually sees.
+  (:func:`circuit_breakers.core.schema.effective_ratio`), the number the trainer actually sees.
   (The reference recipe's worked example states 5.45:1, but its own numbers sum to
   4950 / 1000 = 4.95:1; we report what we compute.)
 * ``token_lengths``: with the model's tokenizer and chat template, total tokens per rendered
@@ -25,13 +25,12 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from circuit_breakers.core.schema import Sample
+from circuit_breakers.core.schema import Sample, effective_ratio
 from circuit_breakers.data.catalog import CATALOG
 from circuit_breakers.data.completions import FilterReport
 from circuit_breakers.data.dedup import LeakageReport
 from circuit_breakers.data.fetch import list_sources
 from circuit_breakers.data.recipe import Recipe
-from circuit_breakers.schedules import effective_ratio
 
 
 def length_summary(values: list[int]) -> dict[str, float | int]:

@@ -35,8 +35,8 @@ from circuit_breakers.core.fileio import atomic_write
 #: Same folder as ``config.PRESET_DIR``; not imported from there, because ``config`` pulls in
 #: transformers and torch, and every ``cb`` verb builds this parser (a login node renders in
 #: well under a second instead of ~20 s).
-PRESET_DIR = Path(__file__).parent / "configs"
-TEMPLATE_DIR = Path(__file__).parent / "assets" / "slurm"
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "assets" / "slurm"
 TEMPLATE = "train.sbatch.j2"
 ACCELERATE_DIR = PRESET_DIR / "accelerate"
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")

@@ -11,80 +11,33 @@ Rerouting on the harmful part of the batch plus a retain loss on the retain part
   the same for any gradient accumulation (the reference counted micro-batches and hard-coded
   ``step / 300``).
 * Diagnostics go into ``self._metrics`` and are averaged in ``log()``, so W&B / TensorBoard get
-  them through ``report_to`` (as ``train/<key>``); :class:`MetricsFileCallback` writes
-  ``metrics.jsonl`` with the documented metric names (:data:`METRIC_KEYS`).
+  them through ``report_to`` (as ``train/<key>``); :class:`~.callbacks.MetricsFileCallback`
+  writes ``metrics.jsonl`` with the documented metric names (:data:`~.callbacks.METRIC_KEYS`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
-from circuit_breakers.checkpoints import last_good_checkpoint
-from circuit_breakers.core.fileio import append_jsonl
-from circuit_breakers.distributed import reduce_metrics
-from circuit_breakers.losses import find_massive_dims, reroute_loss, retain_loss
-from circuit_breakers.packing import forwards_replaced, lora_fast_path, pack, packed_attention
-from circuit_breakers.schedules import coefficients, curriculum_weights, progress
-from circuit_breakers.training_data import row_weights
+from circuit_breakers.training.callbacks import check_finite_loss
+from circuit_breakers.training.checkpoints import last_good_checkpoint
+from circuit_breakers.training.collator import row_weights
+from circuit_breakers.training.distributed import reduce_metrics
+from circuit_breakers.training.experimental import knob
+from circuit_breakers.training.lora import forwards_replaced, lora_fast_path, mask_lora_inputs
+from circuit_breakers.training.losses import find_massive_dims, reroute_loss, retain_loss
+from circuit_breakers.training.packing import pack, packed_attention
+from circuit_breakers.training.schedules import coefficients, curriculum_weights, progress
 
 log = logging.getLogger(__name__)
-
-#: Trainer log key -> metrics.jsonl key (the documented metric names).
-METRIC_KEYS = {
-    "loss": "train/loss",
-    "loss_rr": "train/loss_rr",
-    "loss_ret": "train/loss_ret",
-    "cs": "train/cs",
-    "cr": "train/cr",
-    "rr/cos_sim_mean": "rr/cos_sim_mean",
-    "ret/l2_mean": "ret/l2_mean",
-    "grad_norm": "train/grad_norm",
-    "mask/harmful_frac": "mask/harmful_frac",
-    "mask/retain_frac": "mask/retain_frac",
-    "learning_rate": "lr",
-    "tokens_per_s": "tokens_per_s",
-    "mix/dr_ds_weighted": "mix/dr_ds_weighted",
-    "rr/cos_sim_plain_mean": "rr/cos_sim_plain_mean",
-    "ret/l2_relative_mean": "ret/l2_relative_mean",
-}
-
-
-# LoRA-wrapped projections whose input is the normed residual stream (Llama-family names)
-RESIDUAL_READERS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
-
-
-def mask_lora_inputs(model, dims: list[int]) -> list[torch.Tensor]:
-    """Zero the gradient of the ``lora_A`` columns that read ``dims`` in every residual-reading
-    LoRA module (hooks); returns those ``lora_A`` weights, whose columns the caller zeroes."""
-    out = []
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] not in RESIDUAL_READERS or not hasattr(module, "lora_A"):
-            continue
-        for lin in module.lora_A.values():
-            keep = torch.ones(lin.weight.shape[1], dtype=lin.weight.dtype, device=lin.weight.device)
-            keep[dims] = 0
-            lin.weight.register_hook(lambda g, keep=keep: g * keep)
-            out.append(lin.weight)
-    if not out:
-        raise ValueError(
-            "lora_skip_massive_inputs: no LoRA module reads the residual stream "
-            f"(looked for {', '.join(RESIDUAL_READERS)} among lora_target_modules)"
-        )
-    log.info("lora_skip_massive_inputs: %d lora_A weights stop reading dims %s", len(out), dims)
-    return out
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/Inf; the message names the step and the last good checkpoint."""
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -142,7 +95,7 @@ class LayerCapture:
 
 
 class CircuitBreakerTrainer(Trainer):
-    """Trainer for circuit breakers. ``args`` is a :class:`~circuit_breakers.config.CircuitBreakerConfig`."""
+    """Trainer for circuit breakers. ``args`` is a :class:`~circuit_breakers.training.config.CircuitBreakerConfig`."""
 
     def __init__(self, *args, class_weights: dict[str, float], **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -250,7 +203,7 @@ class CircuitBreakerTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
         step, total = self.state.global_step, max(self.state.max_steps, 1)
-        cs, cr = coefficients(a.loss_weighting, step, total, a.alpha, a.alpha_decay)
+        cs, cr = coefficients(a.loss_weighting, step, total, a.alpha, knob(a, "alpha_decay"))
         weights = self.current_class_weights()
         h_ids, h_att, h_mask = (
             inputs["h_input_ids"],
@@ -271,12 +224,13 @@ class CircuitBreakerTrainer(Trainer):
 
         h, h0, r, r0 = self.target_states(model, h_ids, h_att, r_ids, r_att)
         uses_massive = "massive" in a.reroute_variant + a.retain_variant
-        if self.massive_dims is None and (uses_massive or a.lora_skip_massive_inputs):
+        skip_massive_inputs = knob(a, "lora_skip_massive_inputs")
+        if self.massive_dims is None and (uses_massive or skip_massive_inputs):
             self.massive_dims = find_massive_dims(
                 h0, h_mask
             )  # once, so every step removes the same dims
             log.info("massive dims (detected on the first batch): %s", self.massive_dims)
-        if a.lora_skip_massive_inputs and self._masked_lora_a is None:
+        if skip_massive_inputs and self._masked_lora_a is None:
             # before this step's backward: the hooks zero those columns' gradients from now on
             self._masked_lora_a = mask_lora_inputs(model, self.massive_dims)
         massive = {"massive_dims": self.massive_dims}
@@ -297,11 +251,7 @@ class CircuitBreakerTrainer(Trainer):
             **(massive if "massive" in a.retain_variant else {}),
         )
         loss = cs * l_rr + cr * l_ret
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} (loss_rr={l_rr.item()}, loss_ret={l_ret.item()}); "
-                f"last good checkpoint: {self.last_checkpoint() or 'none'}"
-            )
+        check_finite_loss(loss, l_rr, l_ret, step, self.last_checkpoint)
 
         m = self._metrics
         m["loss_rr"].append(l_rr.item())
@@ -323,6 +273,19 @@ class CircuitBreakerTrainer(Trainer):
         folder = Path(self._get_output_dir())
         return last_good_checkpoint(folder)  # complete and finite, not just the newest
 
+    @property
+    def tokens_since_log(self) -> int:
+        """Real (non-pad) tokens of the forwards since the last log, harmful and retain."""
+        return self._tokens
+
+    def pop_diagnostics(self) -> dict[str, list[float]]:
+        """The per-step diagnostics gathered since the last log (what ``log()`` averages), then
+        cleared, with the token count."""
+        out = {k: list(v) for k, v in self._metrics.items()}
+        self._metrics.clear()
+        self._tokens = 0
+        return out
+
     # -- logging --------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:
@@ -335,53 +298,3 @@ class CircuitBreakerTrainer(Trainer):
             logs["tokens_per_s"] = tokens / max(now - self._t_last_log, 1e-9)
             self._tokens, self._t_last_log = 0, now
         super().log(logs, start_time)
-
-
-class MetricsFileCallback(TrainerCallback):
-    """Writes ``OUT/metrics.jsonl`` (rank 0); counts and warns on grad norm > 1, rising cosine."""
-
-    def __init__(self, path: Path, cos_rise_after: int = 50, window: int = 10) -> None:
-        self.path = path
-        self.cos: list[float] = []
-        self.cos_rise_after, self.window = cos_rise_after, window
-        self.grad_norm_over_1 = 0
-        self.cos_rise_warnings = 0
-
-    def on_train_begin(self, args, state, control, **kw):
-        """On resume, drop lines logged after the checkpoint we resume from: no duplicated steps."""
-        if state.is_world_process_zero and self.path.exists():
-            from circuit_breakers.core.fileio import iter_jsonl, write_jsonl
-
-            rows = [r for _, r in iter_jsonl(self.path) if r.get("step", 0) <= state.global_step]
-            write_jsonl(self.path, rows)
-            self.cos = [r["rr/cos_sim_mean"] for r in rows if "rr/cos_sim_mean" in r]
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not logs or "loss" not in logs or not state.is_world_process_zero:
-            return
-        row = {"step": state.global_step, "epoch": state.epoch}
-        row.update({METRIC_KEYS[k]: v for k, v in logs.items() if k in METRIC_KEYS})
-        append_jsonl(self.path, row)
-        gn = row.get("train/grad_norm")
-        if gn is not None and gn > 1.0:
-            self.grad_norm_over_1 += 1
-            log.warning(
-                "step %d: grad norm before clipping %.3f > 1.0 (%d times so far)",
-                state.global_step,
-                gn,
-                self.grad_norm_over_1,
-            )
-        if "rr/cos_sim_mean" in row:
-            self.cos.append(row["rr/cos_sim_mean"])
-            w = self.window
-            if state.global_step > self.cos_rise_after and len(self.cos) >= 2 * w:
-                recent, before = sum(self.cos[-w:]) / w, sum(self.cos[-2 * w : -w]) / w
-                if recent > before + 0.02 and not math.isnan(recent):
-                    self.cos_rise_warnings += 1
-                    log.warning(
-                        "step %d: rr/cos_sim_mean is rising (%.3f -> %.3f over the last %d logs)",
-                        state.global_step,
-                        before,
-                        recent,
-                        w,
-                    )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -212,82 +211,3 @@ def attention_backend(dtype: torch.dtype, device: torch.device | str) -> str:
     """Which kernel packed attention uses for this dtype/device (for logs and benchmarks)."""
     q = torch.empty(0, dtype=dtype, device=device)
     return "flash varlen (torch)" if uses_flash(q) else "sdpa per sequence"
-
-
-# -- LoRA fast path ---------------------------------------------------------------------------
-def _lora_modules(model: nn.Module) -> list[nn.Module]:
-    """PEFT LoRA ``Linear`` layers (plain ``nn.Linear`` base, one adapter, no DoRA/variant)."""
-    try:
-        from peft.tuners.lora.layer import Linear as LoraLinear
-    except ImportError:
-        return []
-    out = []
-    for m in model.modules():
-        base = getattr(m, "base_layer", None)
-        if type(m) is not LoraLinear or type(base) is not nn.Linear:
-            continue
-        if base._forward_hooks or base._forward_pre_hooks:
-            continue
-        if len(m.lora_A) != 1 or getattr(m, "lora_variant", None) or m.base_layer.bias is not None:
-            continue
-        name = next(iter(m.lora_A))
-        if m.use_dora.get(name, False) or not isinstance(m.lora_dropout[name], nn.Identity):
-            continue
-        out.append(m)
-    return out
-
-
-def _fast_forward(module: nn.Module, name: str, original):
-    base, lora_a, lora_b = module.base_layer, module.lora_A[name], module.lora_B[name]
-
-    def forward(x: Tensor, *args, **kwargs) -> Tensor:
-        if (
-            args
-            or kwargs
-            or module.disable_adapters
-            or module.merged
-            or list(module.active_adapters) != [name]
-            or (x.dtype != lora_a.weight.dtype and not torch.is_autocast_enabled(x.device.type))
-        ):
-            return original(x, *args, **kwargs)
-        result = F.linear(x, base.weight)
-        a = F.linear(x, lora_a.weight)  # [.., r]
-        out = torch.addmm(
-            result.reshape(-1, result.shape[-1]),
-            a.reshape(-1, a.shape[-1]),
-            lora_b.weight.t(),
-            alpha=module.scaling[name],
-        )
-        return out.view(result.shape)
-
-    return forward
-
-
-@contextlib.contextmanager
-def lora_fast_path(model: nn.Module):
-    """Inside the block, each eligible PEFT LoRA ``Linear`` computes
-    ``W x + s * B (A x)`` as one ``addmm`` (the LoRA product is added in the matmul's epilogue)
-    and skips PEFT's cast of ``x`` to the adapter's dtype when autocast is on (under autocast
-    that float32 round trip is exact, so only the copies go away). Same function; in bf16 the
-    sum is rounded once instead of twice. Anything else (adapter disabled, merged, dropout,
-    several adapters, no autocast with mixed dtypes) takes PEFT's own forward."""
-    mods = _lora_modules(model)
-    with forwards_replaced(mods, [_fast_forward(m, next(iter(m.lora_A)), m.forward) for m in mods]):
-        yield len(mods)
-
-
-@contextlib.contextmanager
-def forwards_replaced(modules: list[nn.Module], forwards: list) -> Iterator[None]:
-    """Inside the block, ``modules[i].forward`` is ``forwards[i]`` (an instance attribute);
-    afterwards each module's own forward (or the one set on it before) is back."""
-    saved = [m.__dict__.get("forward") for m in modules]
-    for m, fn in zip(modules, forwards, strict=True):
-        m.forward = fn
-    try:
-        yield
-    finally:
-        for m, old in zip(modules, saved):
-            if old is None:
-                del m.forward
-            else:
-                m.forward = old

@@ -22,8 +22,12 @@ from torch.utils.data import Dataset
 from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.masks import Features, build_features, collate
 from circuit_breakers.core.render import ChatRenderer
-from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS, PriorityClass, Sample
-from circuit_breakers.schedules import effective_ratio
+from circuit_breakers.core.schema import (
+    DEFAULT_CLASS_WEIGHTS,
+    PriorityClass,
+    Sample,
+    effective_ratio,
+)
 
 CLASSES: list[str] = [c.value for c in PriorityClass]
 

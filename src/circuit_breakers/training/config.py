@@ -14,17 +14,23 @@ are dropped, so LoRA may only sit on blocks ``0 .. max(target_layers) - 1``.
 
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.fileio import read_yaml
 from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
 
-PRESET_DIR = Path(__file__).parent / "configs"
-LOSS_WEIGHTINGS = ("single", "dual_paper", "dual")
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+LossWeighting = Literal["single", "dual_paper", "dual"]
+RerouteVariant = Literal["cosine", "cosine_no_massive"]
+RetainVariant = Literal["l2", "l2_relative", "l2_no_massive", "l2_relative_no_massive"]
+RetainSampling = Literal["uniform", "weighted"]
 
 
 @dataclass
@@ -75,14 +81,6 @@ class CircuitBreakerConfig(TrainingArguments):
             "spans only (the default policy)."
         },
     )
-    retain_full_sequence: bool = field(
-        default=False,
-        metadata={
-            "help": "Retain loss on every token of the retain samples (system, request, tool "
-            "outputs and assistant turns), as the reference implementation does; the harmful "
-            "side keeps its assistant-span mask. False = assistant spans only (the default policy)."
-        },
-    )
     max_prompt_tokens: int = field(
         default=512, metadata={"help": "Cut prompts from the left to this many tokens."}
     )
@@ -117,19 +115,8 @@ class CircuitBreakerConfig(TrainingArguments):
             "help": "Init lora_B ~ N(0, std) instead of 0. With B = 0 the rerouted state equals the frozen one, where cosine and L2 have zero gradient; in fp32 training never starts. 0 = PEFT default."
         },
     )
-    lora_skip_massive_inputs: bool = field(
-        default=False,
-        metadata={
-            "help": "Zero the lora_A columns that read the massive dims (the dims the *_no_massive "
-            "losses leave out; detected on the first batch unless massive_dims is set) in the "
-            "modules that read the normed residual stream (q/k/v/gate/up projections), and keep "
-            "them zero. Such a dim is near-constant over tokens, so through it the adapter can add "
-            "the same shift to every token, benign ones included. Saved adapters need nothing "
-            "extra at load time (the zeros are in the weights)."
-        },
-    )
     # -- objective ---------------------------------------------------------------------------
-    loss_weighting: str = field(
+    loss_weighting: LossWeighting = field(
         default="dual",
         metadata={
             "help": "Coefficient schedule: single (alpha(t)*L_rr + L_ret), dual_paper (cs=a(1-t/2T), cr=a*t/2T), dual (reference stage-2 form: cs=a*max(0,1-p/2), cr=0.5+0.5p)."
@@ -138,17 +125,14 @@ class CircuitBreakerConfig(TrainingArguments):
     alpha: float = field(
         default=10.0, metadata={"help": "alpha / alpha_max of the coefficient schedule."}
     )
-    alpha_decay: float = field(
-        default=0.0, metadata={"help": "single only: cs = alpha * (1 - alpha_decay * progress)."}
-    )
-    reroute_variant: str = field(
+    reroute_variant: RerouteVariant = field(
         default="cosine",
-        metadata={"help": "cosine | cosine_no_massive | cosine_normalized (see losses.py)."},
+        metadata={"help": "cosine | cosine_no_massive (see training/losses.py)."},
     )
-    retain_variant: str = field(
+    retain_variant: RetainVariant = field(
         default="l2",
         metadata={
-            "help": "l2 | l2_relative | l2_no_massive | l2_relative_no_massive (see losses.py)."
+            "help": "l2 | l2_relative | l2_no_massive | l2_relative_no_massive (see training/losses.py)."
         },
     )
     massive_dims: list[int] | None = field(
@@ -164,7 +148,7 @@ class CircuitBreakerConfig(TrainingArguments):
             "help": "Per priority-class loss weights (the default class-weight table, schema.DEFAULT_CLASS_WEIGHTS); a sample's own 'weight' overrides."
         },
     )
-    retain_sampling: str = field(
+    retain_sampling: RetainSampling = field(
         default="uniform",
         metadata={
             "help": "uniform: every retain sample equally often, class weights scale the loss; weighted: stratified sampling in proportion to class weights, loss weights 1."
@@ -173,16 +157,10 @@ class CircuitBreakerConfig(TrainingArguments):
     curriculum: bool = field(
         default=False,
         metadata={
-            "help": "Change class weights by phase (seed: <30%% stability, <70%% balanced, then adversarial)."
+            "help": "Change class weights by phase (below 30%% of training: stability, below 70%%: balanced, then adversarial)."
         },
     )
     # -- checks and export -------------------------------------------------------------------
-    sanity_every_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Run the coherence sanity check every N optimizer steps (0 = only at the end if --sanity_at_end)."
-        },
-    )
     merge: bool = field(
         default=False,
         metadata={
@@ -213,16 +191,12 @@ class CircuitBreakerConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise InputError(
-                f"unknown loss_weighting {self.loss_weighting!r} (choose {', '.join(LOSS_WEIGHTINGS)})",
-                field="loss_weighting",
-            )
-        if self.retain_sampling not in ("uniform", "weighted"):
-            raise InputError(
-                f"unknown retain_sampling {self.retain_sampling!r} (uniform | weighted)",
-                field="retain_sampling",
-            )
+        for name, allowed in choice_fields(type(self)).items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InputError(
+                    f"unknown {name} {value!r} (choose {', '.join(allowed)})", field=name
+                )
         if not self.target_layers or any(layer < 1 for layer in self.target_layers):
             raise InputError(
                 "target_layers must be >= 1 (layer 0 is the embedding output, which LoRA cannot change)",
@@ -278,6 +252,33 @@ class CircuitBreakerConfig(TrainingArguments):
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in base}
 
 
+@functools.cache
+def choice_fields(cls: type) -> dict[str, tuple[str, ...]]:
+    """``{field: allowed values}`` for the ``Literal[...]`` fields of a config class (its own
+    fields, not the ``TrainingArguments`` ones)."""
+    base = {f.name for f in fields(TrainingArguments)}
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in fields(cls)
+        if f.name not in base and typing.get_origin(hints[f.name]) is Literal
+    }
+
+
+def config_parser(cls: type, **kwargs) -> HfArgumentParser:
+    """An ``HfArgumentParser`` for ``cls`` whose choice flags are checked by the config itself.
+
+    ``HfArgumentParser`` turns a ``Literal`` field into argparse ``choices``, which would end
+    ``cb train`` with argparse's own message; here the choices stay in the help and a bad value
+    reaches ``__post_init__``, which names the field (exit 2), as a bad YAML value does."""
+    parser = HfArgumentParser(cls, **kwargs)
+    for action in parser._actions:
+        if action.dest in choice_fields(cls) and action.choices:
+            action.metavar = "{" + ",".join(map(str, action.choices)) + "}"
+            action.choices = None
+    return parser
+
+
 def yaml_with_lines(path: str | Path) -> tuple[dict, dict[str, int]]:
     """Load a YAML mapping and the line of each top-level key (for error messages)."""
     data, node = read_yaml(path)
@@ -310,7 +311,9 @@ def preset_path(name: str) -> Path:
 
 def load_layers(preset: str | None, config_file: str | None) -> dict:
     """Merge preset then user YAML (both checked for unknown keys)."""
-    allowed = {f.name for f in fields(CircuitBreakerConfig) if f.init}
+    from circuit_breakers.training.experimental import ExperimentalConfig
+
+    allowed = {f.name for f in fields(ExperimentalConfig) if f.init}
     merged: dict = {}
     for path in [
         preset_path(preset) if preset else None,

@@ -12,9 +12,9 @@ Reliability:
   step exactly once. Without ``--resume``, checkpoints and metrics of an earlier run in ``OUT``
   are removed (with a warning), so a later ``--resume`` cannot pick up a stale checkpoint.
 * The seed is set before LoRA is initialised, so the same seed gives the same run in any process.
-* NaN/Inf: the loss is checked in the trainer and the gradients here (:class:`NonFiniteGuard`,
-  before the optimizer step, so bad weights are never written); both stop the run with an
-  error naming the step and the last good checkpoint (exit 1).
+* NaN/Inf: the loss and the gradients are checked (:mod:`.callbacks`; the gradients before the
+  optimizer step, so bad weights are never written); both stop the run with an error naming
+  the step and the last good checkpoint (exit 1).
 * Secrets: ``hub_token`` is moved into ``$HF_TOKEN`` before the trainer pickles its arguments
   into checkpoints, and everything written here goes through :func:`.redact.redact`.
 """
@@ -30,24 +30,26 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import set_seed
 
-from circuit_breakers.checkpoints import checkpoint_step, last_good_checkpoint, truncate_metrics
-from circuit_breakers.config import CircuitBreakerConfig
 from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.fileio import write_json, write_text
 from circuit_breakers.core.models import load_model_and_tokenizer
 from circuit_breakers.core.redact import install_log_redaction, redact, register_secret
 from circuit_breakers.core.render import ChatRenderer
 from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS, read_samples
-from circuit_breakers.distributed import gathered_state_dict, is_main_process
-from circuit_breakers.trainer import (
-    CircuitBreakerTrainer,
-    MetricsFileCallback,
-    NonFiniteLossError,
-    decoder_layers,
+from circuit_breakers.training.callbacks import MetricsFileCallback, NonFiniteGuard
+from circuit_breakers.training.checkpoints import (
+    checkpoint_step,
+    last_good_checkpoint,
+    truncate_metrics,
 )
-from circuit_breakers.training_data import PairCollator, PairedDataset, build_train_data
+from circuit_breakers.training.collator import PairCollator, PairedDataset, build_train_data
+from circuit_breakers.training.config import CircuitBreakerConfig
+from circuit_breakers.training.distributed import gathered_state_dict, is_main_process
+from circuit_breakers.training.experimental import knob
+from circuit_breakers.training.lora import add_lora
+from circuit_breakers.training.trainer import CircuitBreakerTrainer, decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,6 @@ def prepare_model(
     cfg: CircuitBreakerConfig, model=None, tokenizer=None, *, allow_pickle: bool | None = None
 ):
     """Load (unless given), validate layers, truncate, add LoRA. Returns (peft_model, tokenizer, info)."""
-    from peft import LoraConfig, get_peft_model
-
     set_seed(cfg.seed)  # LoRA A is drawn from the global RNG: same seed, same start, any process
     if model is None:
         model, tokenizer = load_model_and_tokenizer(
@@ -81,22 +81,8 @@ def prepare_model(
     n_layers = model.config.num_hidden_layers
     lora_layers = cfg.resolve_layers(n_layers)
     dropped = truncate_model(model, max(cfg.target_layers)) if cfg.truncate_layers else 0
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        layers_to_transform=lora_layers,
-        task_type="CAUSAL_LM",
-    )
     model.config.use_cache = False
-    peft_model = get_peft_model(model, lora)
-    if cfg.lora_init_b_std > 0:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        with torch.no_grad():
-            for name, p in peft_model.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * cfg.lora_init_b_std)
+    peft_model = add_lora(model, cfg, lora_layers)
     if cfg.gradient_checkpointing:
         peft_model.enable_input_require_grads()
     info = {
@@ -179,22 +165,6 @@ def export_merged(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return replace_dir(tmp, out_dir)
-
-
-class NonFiniteGuard(TrainerCallback):
-    """Stop before the optimizer step when a gradient is NaN/Inf (the loss may still be finite).
-
-    Checked before the update, so the weights, and every checkpoint after, stay finite.
-    """
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
-        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
-            ckpt = last_good_checkpoint(Path(args.output_dir) / "checkpoints")
-            raise NonFiniteLossError(
-                f"non-finite gradient at step {state.global_step + 1} (the weights were not "
-                f"updated); last good checkpoint: {ckpt or 'none'}"
-            )
 
 
 def _start_outputs(cfg: CircuitBreakerConfig, out: Path) -> str | None:
@@ -293,7 +263,7 @@ def run_training(
         max_completion_tokens=cfg.max_completion_tokens,
         mask_prompt_tokens=cfg.mask_prompt_tokens,
         prompt_tail_tokens=cfg.prompt_tail_tokens,
-        retain_full_sequence=cfg.retain_full_sequence,
+        retain_full_sequence=knob(cfg, "retain_full_sequence"),
         class_weights=class_weights,
         source_file=cfg.train_file,
     )

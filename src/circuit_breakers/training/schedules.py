@@ -20,9 +20,6 @@ Kinds (see :func:`coefficients`):
 The curriculum (the reference recipe's optional phase 2.5) reweights three classes in three
 phases; the phase values are absolute weights, exactly as in the reference recipe (phase 2
 equals the default base weights), and classes a phase does not name keep their base weight.
-
-:func:`effective_ratio` on the reference recipe's worked example (1000 Ds, 4500 Dr) gives 4.95,
-not the 5.45 it states: its terms 1000 + 750 + 600 + 500 + 1600 + 500 sum to 4950, not 5450.
 """
 
 from __future__ import annotations
@@ -90,19 +87,3 @@ def curriculum_phase(progress: float) -> int:
 def curriculum_weights(progress: float, base: dict[str, float]) -> dict[str, float]:
     """Class weights at ``progress``: ``base`` overridden by the current phase's weights."""
     return {**base, **CURRICULUM_PHASES[curriculum_phase(progress)]}
-
-
-def effective_ratio(class_counts: dict[str, int], weights: dict[str, float]) -> float:
-    """Weighted Dr:Ds ratio: ``sum(count * weight)`` over retain classes / the same for Ds.
-
-    Ds is the ``harmful_flip`` class, Dr every other class. A class missing from ``weights``
-    counts with weight 1.0, as in ``Sample.effective_weight``.
-    """
-    bad = {c: n for c, n in class_counts.items() if n < 0}
-    if bad:
-        raise ValueError(f"class counts must be >= 0, got {bad}")
-    ds = class_counts.get(HARMFUL_CLASS, 0) * weights.get(HARMFUL_CLASS, 1.0)
-    if ds <= 0:
-        raise ValueError(f"no weighted {HARMFUL_CLASS!r} samples: the Dr:Ds ratio is undefined")
-    dr = sum(n * weights.get(c, 1.0) for c, n in class_counts.items() if c != HARMFUL_CLASS)
-    return dr / ds
