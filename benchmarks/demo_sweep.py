@@ -97,7 +97,7 @@ HARMFUL_SUITES = ("harmful_text", "harmful_prefill", "harmful_jailbreak")
 def rejudge(args) -> int:
     """Recompute harmful_compliance_rate of each (run, harmful suite) with ``args.judge``."""
     from circuit_breakers.eval.attacks import request_text
-    from circuit_breakers.eval.judges import get_judge
+    from circuit_breakers.eval.judging import get_judge
 
     judge = get_judge(args.judge)
     _, suites = load_suites(Path(args.data_dir) / "holdout", args.eval_config, list(HARMFUL_SUITES))

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from circuit_breakers.core.fileio import iter_jsonl, write_json
-from circuit_breakers.eval.judges import get_judge
+from circuit_breakers.eval.judging import get_judge
 
 HERE = Path(__file__).parent
 

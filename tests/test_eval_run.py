@@ -12,6 +12,7 @@ from circuit_breakers.cli import main
 from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.schema import validate_sample, write_samples
 from circuit_breakers.eval import generate as gen_mod
+from circuit_breakers.eval import greedy as greedy_mod
 from circuit_breakers.eval import run as run_mod
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, jailbreak_samples, prefill_for
 from circuit_breakers.eval.run import compare_results, format_compare, run_eval
@@ -316,16 +317,16 @@ def test_output_files_follow_the_contract(tiny, monkeypatch, tmp_path):
 def test_batches_respect_the_token_budget(tiny, monkeypatch):
     model, tok = tiny
     sizes: list[int] = []
-    real_decode = gen_mod._decode
+    real_decode = greedy_mod._decode
 
     def spy(model, rows, **kw):
         sizes.append(len(rows))
         return real_decode(model, rows, **kw)
 
-    monkeypatch.setattr(gen_mod, "_decode", spy)
+    monkeypatch.setattr(greedy_mod, "_decode", spy)
     long, short = "word " * 300, "hi"
     prompts = [short] * 6 + [long] * 3
-    outs = gen_mod.generate_greedy(
+    outs = greedy_mod.generate_greedy(
         model,
         tok,
         prompts,
@@ -348,7 +349,7 @@ def test_buffer_layer_is_the_left_padded_concatenation_written_in_place():
     rows = [
         (torch.randn(1, 2, n, 4, generator=g), torch.randn(1, 2, n, 4, generator=g)) for n in (3, 5)
     ]
-    layer = gen_mod._BufferLayer(rows, width=5, capacity=7)
+    layer = greedy_mod._BufferLayer(rows, width=5, capacity=7)
     padded_k = torch.zeros(2, 2, 5, 4)
     padded_k[0, :, 2:], padded_k[1] = rows[0][0][0], rows[1][0][0]
     assert torch.equal(layer.keys, padded_k) and layer.get_seq_length() == 5
@@ -368,13 +369,13 @@ def test_buffer_layer_is_the_left_padded_concatenation_written_in_place():
 def test_prefix_groups_share_long_prefixes_only():
     a = [1, 2, 3, 4, 5, 6]
     ids = [a + [7], [9, 9], a + [8, 8], a, [9, 8]]
-    groups = gen_mod.prefix_groups(ids, min_shared_prefix=4)
+    groups = greedy_mod.prefix_groups(ids, min_shared_prefix=4)
     assert sorted(i for _, members in groups for i in members) == [0, 1, 2, 3, 4]
     shared = [(n, sorted(m)) for n, m in groups if n]
     # prompt 3 is the prefix itself: the group's prefix leaves it one token of its own
     assert shared == [(5, [0, 2, 3])]
     assert [sorted(m) for n, m in groups if not n] == [[1, 4]]
-    assert all(n == 0 for n, _ in gen_mod.prefix_groups(ids, min_shared_prefix=0))
+    assert all(n == 0 for n, _ in greedy_mod.prefix_groups(ids, min_shared_prefix=0))
 
 
 def test_fast_greedy_matches_transformers_generate(tiny):
@@ -388,7 +389,9 @@ def test_fast_greedy_matches_transformers_generate(tiny):
     ] + ["x y z"]
     ref = gen_mod.generate(model, tok, prompts, max_new_tokens=8, batch_size=8)
     stats = gen_mod.GenerationStats()
-    got = gen_mod.generate_greedy(model, tok, prompts, max_new_tokens=8, batch_size=2, stats=stats)
+    got = greedy_mod.generate_greedy(
+        model, tok, prompts, max_new_tokens=8, batch_size=2, stats=stats
+    )
     assert got == ref
     assert stats.prefill_tokens < stats.prompt_tokens  # the system turn ran once
     # make the first token of one answer an end token that another answer never emits:
@@ -415,7 +418,7 @@ def test_fast_greedy_matches_transformers_generate(tiny):
     model.generation_config.eos_token_id = [stop]
     try:
         ref_eos = gen_mod.generate(model, tok, prompts, max_new_tokens=8, batch_size=8)
-        got_eos = gen_mod.generate_greedy(model, tok, prompts, max_new_tokens=8, batch_size=3)
+        got_eos = greedy_mod.generate_greedy(model, tok, prompts, max_new_tokens=8, batch_size=3)
     finally:
         model.generation_config.eos_token_id = old
     assert got_eos == ref_eos

@@ -18,7 +18,7 @@ from circuit_breakers.core.schema import read_samples, validate_sample
 from circuit_breakers.data.build import build
 from circuit_breakers.data.flips import checkable, label_flips
 from circuit_breakers.data.recipe import load_recipe
-from circuit_breakers.eval.generate import generate_greedy
+from circuit_breakers.eval.greedy import generate_greedy
 from circuit_breakers.eval.run import run_eval
 
 from kit import base_tokenizer, family_tokenizer, tiny_model

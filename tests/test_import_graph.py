@@ -176,22 +176,26 @@ def imports() -> list[Import]:
 def test_parser_sees_the_package(imports: list[Import]) -> None:
     """Guard against a parser that silently finds nothing."""
     modules = all_modules()
-    assert "circuit_breakers.eval.judges" in modules
+    assert "circuit_breakers.eval.judging.text" in modules
     assert "circuit_breakers" in modules
     seen = {(i.source, i.target, i.kind) for i in imports}
     # absolute, module level
     assert (
-        "circuit_breakers.eval.judges",
-        "circuit_breakers.eval.judge_backends",
+        "circuit_breakers.eval.judging.text",
+        "circuit_breakers.eval.judging.endpoint",
         MODULE_LEVEL,
     ) in seen
     assert (
-        "circuit_breakers.eval.judge_backends",
-        "circuit_breakers.eval.judge_types",
+        "circuit_breakers.eval.judging.endpoint",
+        "circuit_breakers.eval.judging.types",
         MODULE_LEVEL,
     ) in seen
     # relative (``from .judges import Judge``) at module level
-    assert ("circuit_breakers.eval.scoring", "circuit_breakers.eval.judges", MODULE_LEVEL) in seen
+    assert (
+        "circuit_breakers.eval.scoring",
+        "circuit_breakers.eval.judging.text",
+        MODULE_LEVEL,
+    ) in seen
     # relative, two levels up, inside a function
     assert (
         "circuit_breakers.eval.attacks",

@@ -14,22 +14,18 @@ import pytest
 import torch
 
 from circuit_breakers.core.errors import InputError
-from circuit_breakers.eval.judge_backends import (
+from circuit_breakers.eval.judging import (
+    ComplianceJudge,
     EndpointJudge,
     HFClassifierJudge,
-    JudgeEndpointError,
-    parse_strongreject,
-)
-from circuit_breakers.eval.judges import (
-    ComplianceJudge,
     Judge,
+    JudgeEndpointError,
     OnTopicJudge,
     Verdict,
-    coherence_issues,
     get_judge,
-    is_coherent,
-    is_refusal,
 )
+from circuit_breakers.eval.judging.endpoint import parse_strongreject
+from circuit_breakers.eval.text_checks import coherence_issues, is_coherent, is_refusal
 
 LONG_ANSWER = (
     "Black holes are regions of space where gravity is so strong that nothing, not even light, "

@@ -16,6 +16,7 @@ from circuit_breakers.data.sources import (
     jailbreaks,
     overrefusal,
 )
+from circuit_breakers.eval.attacks import apply_template
 
 FIX = Path(__file__).parent / "fixtures" / "sources"
 
@@ -104,7 +105,7 @@ def test_normalize_template_slots():
     assert n("Q: {ENTER_YOUR_PROMPT_HERE} and [Your prompt here]") == "Q: {request} and {request}"
     assert n("Hi {generator.name}, stay as DAN.") == "Hi ChatGPT, stay as DAN.\n\n{request}"
     assert n("Keep [insert x] and [INPUT]") == "Keep [insert x] and [INPUT]\n\n{request}"
-    assert jailbreaks.apply_template("A {x} {request}!", "do it") == "A {x} do it!"
+    assert apply_template("A {x} {request}!", "do it") == "A {x} do it!"
 
 
 def test_jailbreak_templates_split_dedupe_and_exclusions():

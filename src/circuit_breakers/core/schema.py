@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -319,16 +320,26 @@ def validate_sample(data: dict) -> Sample:
         raise InputError(msg, field=field) from None
 
 
-def read_samples(path: str | Path) -> list[Sample]:
-    """Read a JSONL file of samples (any accepted row format); every error names file:line:field.
+def read_numbered_samples(
+    path: str | Path,
+    *,
+    limit: int | None = None,
+    check: Callable[[Sample], None] | None = None,
+) -> list[tuple[int, Sample]]:
+    """``(line, sample)`` for the first ``limit`` rows of a JSONL file of samples (any accepted
+    row format), each passed through ``check`` if given; every error names file:line:field.
 
     Duplicate ids are an error: ids name per-example records in evaluation and must be unique.
     """
-    samples: list[Sample] = []
+    out: list[tuple[int, Sample]] = []
     seen: dict[str, int] = {}
     for lineno, row in iter_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
         try:
             sample = sample_from_row(row)
+            if check is not None:
+                check(sample)
         except InputError as e:
             raise e.located(file=str(path), line=lineno) from None
         if sample.id in seen:
@@ -339,10 +350,20 @@ def read_samples(path: str | Path) -> list[Sample]:
                 field="id",
             )
         seen[sample.id] = lineno
-        samples.append(sample)
-    if not samples:
+        out.append((lineno, sample))
+    if not out:
         raise InputError("file has no samples", file=str(path))
-    return samples
+    return out
+
+
+def read_samples(
+    path: str | Path,
+    *,
+    limit: int | None = None,
+    check: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
+    """The samples of :func:`read_numbered_samples`, without their line numbers."""
+    return [s for _, s in read_numbered_samples(path, limit=limit, check=check)]
 
 
 def write_samples(path: str | Path, samples: list[Sample]) -> int:

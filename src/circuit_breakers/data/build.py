@@ -115,7 +115,7 @@ def _generate_all(
             generator_for=generator_for,
         )  # fmt: skip
         st.filters.update(reports)
-        from circuit_breakers.eval.judges import get_judge
+        from circuit_breakers.eval.judging import get_judge
 
         judge = get_judge(r.filters.harmful_judge) if r.filters.harmful_judge else None
         done, st.harmful_info = finish_harmful(
@@ -244,7 +244,8 @@ def _label_flips(
     from circuit_breakers.data.flips import FLIP_MAX_NEW_TOKENS, checkable, label_flips
 
     if flip_generate is None and any(checkable(s) for s in final):
-        from circuit_breakers.eval.generate import generate_greedy, load_for_eval
+        from circuit_breakers.eval.generate import load_for_eval
+        from circuit_breakers.eval.greedy import generate_greedy
 
         if mdl is None:
             mdl, tokenizer = load_for_eval(model_name)

@@ -105,11 +105,12 @@ def model_generator(
     model, tokenizer, settings: GenerationSettings, stats: Any | None = None
 ) -> GenerateFn:
     """A :data:`GenerateFn` backed by the evaluation's generation code: greedy settings use
-    :func:`~circuit_breakers.eval.generate.generate_greedy` (unpadded prefill, a decode cache
+    :func:`~circuit_breakers.eval.greedy.generate_greedy` (unpadded prefill, a decode cache
     written in place, finished rows leave the batch), sampling uses ``generate``."""
     from tqdm.auto import tqdm
 
-    from circuit_breakers.eval.generate import generate, generate_greedy
+    from circuit_breakers.eval.generate import generate
+    from circuit_breakers.eval.greedy import generate_greedy
 
     def run(prompts: list[str], desc: str) -> list[str]:
         if not settings.do_sample:

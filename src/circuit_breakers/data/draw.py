@@ -119,7 +119,8 @@ def _draw(st: DrawState, entry: SourceEntry, where: str, *, skip_leaks: bool) ->
 def _jailbreak(
     st: DrawState, samples: list[Sample], entry: SourceEntry, where: str, held_out: bool
 ) -> list[Sample]:
-    from circuit_breakers.data.sources.jailbreaks import apply_template, load_jailbreak_templates
+    from circuit_breakers.data.sources.jailbreaks import load_jailbreak_templates
+    from circuit_breakers.eval.attacks import apply_template
 
     n = int(entry.options["jailbreak_templates"])
     limit = entry.options.get("max_template_chars")

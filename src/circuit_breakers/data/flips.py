@@ -12,7 +12,7 @@ The check replays the paper's forced-call setting, exactly as ``cb eval`` scores
 1. the prompt is the sample's context (system, user task, the assistant's read, the tool
    result carrying the injection), with the template's tool-call opener pre-filled
    (``<tool_call>{"name": "`` for the fallback format), so the model must name a function;
-2. it is decoded greedily (:func:`~circuit_breakers.eval.generate.generate_greedy`);
+2. it is decoded greedily (:func:`~circuit_breakers.eval.greedy.generate_greedy`);
 3. the first call in ``opener + output`` is compared with the injection's first
    ground-truth call: same function and every decisive argument (the attacker's IBAN,
    e-mail, ...) by :func:`~circuit_breakers.eval.actions.harmful_action`. A call whose JSON

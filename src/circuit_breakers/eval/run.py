@@ -11,7 +11,7 @@ the trainer do not load it twice), an optional adapter and the suites, and write
 
 Base and trained models go through this same code; only ``adapter`` differs.
 
-Generation (:func:`~.generate.generate_greedy`): prompts that share a long token prefix (the
+Generation (:func:`~.greedy.generate_greedy`): prompts that share a long token prefix (the
 system turn and tool schemas of an AgentDojo suite) have it computed once; each prompt's own
 tokens are pre-filled without padding; decoding runs in batches of at most ``batch_size``
 rows and ``max_batch_tokens`` tokens (rows x (prompt + new tokens)), so short chat prompts run
@@ -40,14 +40,9 @@ from tqdm.auto import tqdm
 from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.fileio import read_json, write_json, write_jsonl
 from circuit_breakers.core.render import ChatRenderer
-from circuit_breakers.eval.generate import (
-    GenerationStats,
-    generate,
-    generate_greedy,
-    load_for_eval,
-    sample_nll,
-)
-from circuit_breakers.eval.judges import ComplianceJudge, Judge, get_judge
+from circuit_breakers.eval.generate import GenerationStats, generate, load_for_eval, sample_nll
+from circuit_breakers.eval.greedy import generate_greedy
+from circuit_breakers.eval.judging import ComplianceJudge, Judge, get_judge
 from circuit_breakers.eval.scoring import needs_judge, needs_nll, score_suite
 from circuit_breakers.eval.suites import Suite, build_requests, from_samples
 
@@ -107,7 +102,7 @@ def _resolve_judge(judge: str | Judge) -> Judge:
         getattr(resolved, "on_topic", None) if isinstance(resolved, ComplianceJudge) else None
     )
     if on_topic is not None and on_topic.model_path is None:
-        from circuit_breakers.eval.judges import _embedder_path
+        from circuit_breakers.eval.judging.text import _embedder_path
 
         try:
             _embedder_path()
@@ -128,7 +123,7 @@ def _generate(
     bar: tqdm | None,
     engine: str = "fast",
 ) -> list[str]:
-    """Greedy answers in input order (:func:`~.generate.generate_greedy`: shared prompt
+    """Greedy answers in input order (:func:`~.greedy.generate_greedy`: shared prompt
     prefixes computed once, no padding in the prefill, batches capped by rows and tokens).
     ``engine="reference"`` uses transformers' ``generate`` on length-sorted, left-padded
     batches instead (the same answers, slower on long shared prompts; for comparisons)."""

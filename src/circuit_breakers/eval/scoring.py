@@ -37,7 +37,7 @@ from typing import Any
 from circuit_breakers.core.schema import Sample
 from circuit_breakers.eval.actions import benign_action_match, first_tool_call, harmful_action
 from circuit_breakers.eval.attacks import request_text
-from circuit_breakers.eval.judges import Judge
+from circuit_breakers.eval.judging.types import Judge
 from circuit_breakers.eval.suites import HARMFUL_TYPES, GenRequest, Suite, SuiteSpec, expected_call
 from circuit_breakers.eval.text_checks import coherence_issues, refusal_match
 

@@ -47,9 +47,9 @@ from typing import Any
 import yaml
 
 from circuit_breakers.core.errors import InputError
-from circuit_breakers.core.fileio import iter_jsonl, read_yaml
+from circuit_breakers.core.fileio import read_yaml
 from circuit_breakers.core.render import ChatRenderer
-from circuit_breakers.core.schema import Sample, sample_from_row
+from circuit_breakers.core.schema import Sample, read_numbered_samples
 from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS, forced_call_prefill, prefill_for
 
 __all__ = [
@@ -352,29 +352,10 @@ def load_suite_file(path: str | Path, spec: SuiteSpec, *, limit: int | None = No
     ``limit`` and the suite's own ``limit``, where both are set)."""
     limits = [v for v in (limit, spec.limit) if v is not None]
     limit = min(limits) if limits else None
-    samples: list[Sample] = []
-    lines: list[int] = []
-    seen: dict[str, int] = {}
-    for lineno, row in iter_jsonl(path):
-        if limit is not None and len(samples) >= limit:
-            break
-        try:
-            sample = sample_from_row(row)
-            check_sample(sample, spec.type)
-        except InputError as e:
-            raise e.located(file=str(path), line=lineno) from None
-        if sample.id in seen:
-            raise InputError(
-                f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
-                file=str(path),
-                line=lineno,
-                field="id",
-            )
-        seen[sample.id] = lineno
-        samples.append(sample)
-        lines.append(lineno)
-    if not samples:
-        raise InputError("file has no samples", file=str(path))
+    rows = read_numbered_samples(
+        path, limit=limit, check=lambda sample: check_sample(sample, spec.type)
+    )
+    samples, lines = [s for _, s in rows], [n for n, _ in rows]
     return Suite(spec, samples, str(path), lines)
 
 

@@ -1,7 +1,7 @@
 """Refusal and coherence checks: pure functions on one answer, no model.
 
 Both are heuristics and are documented as such: regex refusal scoring is a smoke test. They
-are the cheap first layer of :class:`~circuit_breakers.eval.judges.ComplianceJudge`; pluggable
+are the cheap first layer of :class:`~circuit_breakers.eval.judging.text.ComplianceJudge`; pluggable
 model judges (``hf:``, ``endpoint:``) exist for when a number has to be trusted.
 
 Refusal (:func:`is_refusal`)

