@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from circuit_breakers.attack.cli import load_suite
 from circuit_breakers.attack.optim import AttackConfig
 from circuit_breakers.attack.run import run_attack
+from circuit_breakers.cli.attack import load_suite
 from circuit_breakers.core.fileio import write_json
 from circuit_breakers.eval.generate import load_for_eval
 from circuit_breakers.eval.run import git_sha, versions

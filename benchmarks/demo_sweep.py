@@ -5,7 +5,7 @@ experiment and documented). Each candidate is the demo preset plus overrides, tr
 demo recipe's `train.jsonl`, then evaluated on the held-out suites with the same eval code as
 `cb eval`. The base model is evaluated once, in the same process, with the same suites.
 
-    python benchmarks/demo_sweep.py --data-dir runs/demo/data --grid benchmarks/demo_sweep.yaml \
+    python benchmarks/demo_sweep.py --data-dir runs/demo/data --grid benchmarks/sweeps/demo_sweep.yaml \
         --output benchmarks/results/demo_sweep.json [--only NAME,NAME] [--judge default|regex]
 
 Runs on a GPU when there is one (fp32 weights either way, so the numbers carry over to the
@@ -27,8 +27,8 @@ import torch
 from circuit_breakers.core.fileio import read_yaml, write_json
 from circuit_breakers.eval.run import run_eval
 from circuit_breakers.eval.suites import load_eval_config, load_suite_file, resolve_suites
-from circuit_breakers.training.config import load_layers
 from circuit_breakers.training.experimental import ExperimentalConfig
+from circuit_breakers.training.presets import load_layers
 
 # Metrics shown in the table, in order: (suite, metric, short label).
 COLUMNS = [

@@ -6,7 +6,7 @@ mean +- std over the seeds with Wilson 95 % intervals, and how many seeds meet e
         --output-dir runs/efficacy_qwen        # -> benchmarks/results/efficacy_qwen.json
 
 ``--model qwen2.5-coder-0.5b`` takes the ``qwen`` recipe, preset and eval config and the
-efficacy targets (:data:`~circuit_breakers.report.EFFICACY_TARGETS`); the embedded default
+efficacy targets (:data:`~circuit_breakers.eval.targets.EFFICACY_TARGETS`); the embedded default
 takes the demo's. ``--share-base`` builds the data once (``--data-seed``, default 0) and
 evaluates the base model once: later seeds reuse the first seed's ``data`` and ``eval_base``
 stages, so every seed is compared with the same base run and only the training seed varies.
@@ -35,9 +35,10 @@ import sys
 from pathlib import Path
 
 from circuit_breakers.core.fileio import write_json
-from circuit_breakers.demo import DemoOptions, fmt_seconds, parse_setting, run_demo
 from circuit_breakers.eval.intervals import rate_interval
-from circuit_breakers.report import DEMO_TARGETS, EFFICACY_TARGETS, check_targets
+from circuit_breakers.eval.targets import DEMO_TARGETS, EFFICACY_TARGETS, check_targets
+from circuit_breakers.pipeline.demo import DemoOptions, parse_setting, run_demo
+from circuit_breakers.pipeline.stages import fmt_seconds
 
 #: per embedded model: the recipe / preset / eval config and targets the benchmark uses
 MODEL_CONFIGS = {

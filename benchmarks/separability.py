@@ -35,35 +35,12 @@ from circuit_breakers.core.masks import build_features, collate
 from circuit_breakers.core.models import load_model_and_tokenizer
 from circuit_breakers.core.render import ChatRenderer
 from circuit_breakers.core.schema import read_samples
+from circuit_breakers.eval.probes import (
+    cv_auroc,
+    direction_cosine,
+    transfer_auroc,
+)
 from circuit_breakers.training.losses import DEFAULT_MASSIVE_RATIO, find_massive_dims
-
-
-def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    greater = (pos[:, None] > neg[None, :]).float().mean()
-    ties = (pos[:, None] == neg[None, :]).float().mean()
-    return (greater + 0.5 * ties).item()
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int = 200):
-    """Logistic regression on standardized features; returns a scoring function."""
-    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
-    z = (x - mu) / sd
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y.float())
-        loss = loss + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
-    return lambda xt: ((xt - mu) / sd) @ w + b
 
 
 @torch.no_grad()
@@ -84,27 +61,6 @@ def features(model, tok, renderer, samples, batch: int = 8):
         first = m.argmax(1)  # first assistant token; the one before it ends the prompt
         last.append(hs[torch.arange(hs.shape[0]), :, first - 1])
     return torch.cat(pooled), torch.cat(last)  # [N, L, D] each
-
-
-def _cv_auroc(x, y, folds: int = 4, seed: int = 0) -> float:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g)
-    scores = torch.empty(len(y))
-    for k in range(folds):
-        te = idx[k::folds]
-        tr = torch.cat([idx[j::folds] for j in range(folds) if j != k])
-        scores[te] = fit_probe(x[tr], y[tr])(x[te])
-    return auroc(scores, y)
-
-
-def _xfer_auroc(xtr, ytr, xte, yte) -> float:
-    return auroc(fit_probe(xtr, ytr)(xte), yte)
-
-
-def _dir_cos(x1, y1, x2, y2) -> float:
-    d1 = x1[y1 == 1].mean(0) - x1[y1 == 0].mean(0)
-    d2 = x2[y2 == 1].mean(0) - x2[y2 == 0].mean(0)
-    return torch.nn.functional.cosine_similarity(d1, d2, dim=0).item()
 
 
 def separability(model_spec: str, data_dir: str, n: int = 48, max_new_tokens: int = 48) -> dict:
@@ -165,12 +121,12 @@ def separability(model_spec: str, data_dir: str, n: int = 48, max_new_tokens: in
         rows.append(
             {
                 "layer": ly + 1,
-                "heldout_cv": _cv_auroc(*held),
-                "train_to_heldout": _xfer_auroc(*tr, *held),
-                "train_natural_to_heldout": _xfer_auroc(*tr_own, *held),
-                "prompt_train_to_heldout": _xfer_auroc(*tr_p, *held_p),
-                "dir_cos_train_heldout": _dir_cos(*tr, *held),
-                "dir_cos_train_natural_heldout": _dir_cos(*tr_own, *held),
+                "heldout_cv": cv_auroc(*held),
+                "train_to_heldout": transfer_auroc(*tr, *held),
+                "train_natural_to_heldout": transfer_auroc(*tr_own, *held),
+                "prompt_train_to_heldout": transfer_auroc(*tr_p, *held_p),
+                "dir_cos_train_heldout": direction_cosine(*tr, *held),
+                "dir_cos_train_natural_heldout": direction_cosine(*tr_own, *held),
             }
         )
     return {

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from circuit_breakers.cli import main
+from circuit_breakers.core.runs import STAGES
 from circuit_breakers.core.schema import validate_sample, write_samples
-from circuit_breakers.demo import OUTPUTS, DemoOptions, format_summary, run_demo
-from circuit_breakers.report import STAGES
+from circuit_breakers.pipeline.demo import DemoOptions, run_demo
+from circuit_breakers.pipeline.stages import OUTPUTS
+from circuit_breakers.pipeline.summary import format_summary
 
 from kit import base_tokenizer, tiny_model
 
@@ -225,7 +227,7 @@ def test_real_stages_on_a_tiny_model(tiny_setup, capsys):
 
 def test_parse_setting_reads_exponent_floats():
     # YAML 1.1 leaves "5e-4" a string; the optimiser then fails on '<=' with a str
-    from circuit_breakers.demo import parse_setting
+    from circuit_breakers.pipeline.demo import parse_setting
 
     assert parse_setting("learning_rate=5e-4") == ("learning_rate", 5e-4)
     assert parse_setting("learning_rate=1E+2") == ("learning_rate", 100.0)
@@ -236,7 +238,7 @@ def test_parse_setting_reads_exponent_floats():
 
 
 def test_train_values_read_exponent_floats_from_a_train_config(tmp_path):
-    from circuit_breakers.demo import Demo
+    from circuit_breakers.pipeline.demo import Demo
 
     cfg = tmp_path / "t.yaml"
     cfg.write_text("learning_rate: 5e-4\nmax_steps: 3\n", encoding="utf-8")

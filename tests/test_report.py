@@ -16,13 +16,9 @@ import pytest
 
 from circuit_breakers.cli import main
 from circuit_breakers.core.errors import InputError
-from circuit_breakers.report import (
-    EFFICACY_TARGETS,
-    check_targets,
-    compare_rows,
-    load_run,
-    write_report,
-)
+from circuit_breakers.eval.targets import EFFICACY_TARGETS, check_targets, compare_rows
+from circuit_breakers.report.html import write_report
+from circuit_breakers.report.run_data import load_run
 
 EVIL = '<script>alert("x")</script> & <b>bold</b>'
 SUITES = {

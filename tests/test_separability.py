@@ -1,13 +1,8 @@
-"""benchmarks/separability.py: the AUROC and the linear probe it reports."""
-
-import sys
-from pathlib import Path
+"""eval/probes.py: the AUROC and the linear probe that benchmarks/separability.py reports."""
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-
-from separability import _cv_auroc, _dir_cos, auroc, fit_probe  # noqa: E402
+from circuit_breakers.eval.probes import auroc, cv_auroc, direction_cosine, fit_probe
 
 
 def test_auroc_counts_ordered_pairs_and_half_ties():
@@ -25,13 +20,13 @@ def test_probe_finds_a_separating_direction_and_not_a_random_one():
     score = fit_probe(x[:100], y[:100])
     assert auroc(score(x[100:]), y[100:]) > 0.97  # held-out half of a linear rule
     noise = torch.randint(0, 2, (200,), generator=g)
-    assert abs(_cv_auroc(x, noise) - 0.5) < 0.15  # labels unrelated to x: chance level
+    assert abs(cv_auroc(x, noise) - 0.5) < 0.15  # labels unrelated to x: chance level
 
 
 def test_difference_of_means_cosine():
     x = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0], [0.0, 1.0]])
     y = torch.tensor([1, 0, 1, 0])
     # class means (1, 1.5) vs (0, 0.5): direction (1, 1); same data -> cosine 1
-    assert abs(_dir_cos(x, y, x, y) - 1.0) < 1e-6
+    assert abs(direction_cosine(x, y, x, y) - 1.0) < 1e-6
     flipped = 1 - y
-    assert abs(_dir_cos(x, y, x, flipped) + 1.0) < 1e-6
+    assert abs(direction_cosine(x, y, x, flipped) + 1.0) < 1e-6

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from circuit_breakers.cli import main
-from circuit_breakers.training.config import PRESET_DIR, config_parser, load_layers
+from circuit_breakers.training.config import config_parser
 from circuit_breakers.training.experimental import ExperimentalConfig
+from circuit_breakers.training.presets import PRESET_DIR, load_layers
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))

@@ -112,8 +112,8 @@ WRITE = re.compile(
 )
 #: file -> why its raw writes are safe. A new raw write anywhere else fails this test.
 ALLOWED = {
-    "fileio.py": "the atomic helpers themselves; append_jsonl appends whole fsync'ed lines",
-    "models.py": "GGUF conversion writes into a temporary folder renamed whole",
+    "core/fileio.py": "the atomic helpers themselves; append_jsonl appends whole fsync'ed lines",
+    "core/models.py": "GGUF conversion writes into a temporary folder renamed whole",
 }
 
 

@@ -30,7 +30,7 @@ from relkit import (
 )
 from safetensors.torch import load_file
 
-from circuit_breakers.report import MARKER, STAGES
+from circuit_breakers.core.runs import MARKER, STAGES
 from circuit_breakers.training.checkpoints import checkpoint_step, last_good_checkpoint
 
 STEPS = 10
@@ -151,7 +151,7 @@ KILL_AT: dict[str, tuple[str, Callable[[Path], bool]]] = {
 #: Windows of milliseconds widened so the kill lands inside them instead of racing the run
 #: (relkit._slow_down): the HTML follows the PNGs at once, and a tiny training step is fast.
 SLOW_AT = {
-    "report": "circuit_breakers.report:render_html=10",
+    "report": "circuit_breakers.report.html:render_html=10",
     "train": "circuit_breakers.training.trainer:CircuitBreakerTrainer.compute_loss=0.15",
 }
 

@@ -249,8 +249,9 @@ def test_no_secret_in_demo_markers_summary_or_screen(tmp_path, monkeypatch, caps
     """``cb demo`` writes its resolved settings (stage.json, summary.json) and prints the summary:
     a judge URL with a key in it and a token among the training settings stay out of all three.
     (The stages are stubs here; test_demo_resume runs the real ones with secrets set.)"""
-    from circuit_breakers.demo import DemoOptions, format_summary, run_demo
-    from circuit_breakers.report import STAGES
+    from circuit_breakers.core.runs import STAGES
+    from circuit_breakers.pipeline.demo import DemoOptions, run_demo
+    from circuit_breakers.pipeline.summary import format_summary
 
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)

@@ -26,7 +26,6 @@ from circuit_breakers.core.errors import InputError
 from circuit_breakers.core.fileio import read_yaml
 from circuit_breakers.core.schema import DEFAULT_CLASS_WEIGHTS
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 LossWeighting = Literal["single", "dual_paper", "dual"]
 RerouteVariant = Literal["cosine", "cosine_no_massive"]
 RetainVariant = Literal["l2", "l2_relative", "l2_no_massive", "l2_relative_no_massive"]
@@ -299,29 +298,3 @@ def check_keys(data: dict, lines: dict[str, int], path: str, allowed: set[str]) 
                 field=key,
                 hint="see `cb train --help` for the keys",
             )
-
-
-def preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.exists():
-        names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        raise InputError(f"unknown preset {name!r} (presets: {', '.join(names)})", field="preset")
-    return path
-
-
-def load_layers(preset: str | None, config_file: str | None) -> dict:
-    """Merge preset then user YAML (both checked for unknown keys)."""
-    from circuit_breakers.training.experimental import ExperimentalConfig
-
-    allowed = {f.name for f in fields(ExperimentalConfig) if f.init}
-    merged: dict = {}
-    for path in [
-        preset_path(preset) if preset else None,
-        Path(config_file) if config_file else None,
-    ]:
-        if path is None:
-            continue
-        data, lines = yaml_with_lines(path)
-        check_keys(data, lines, str(path), allowed)
-        merged.update(data)
-    return merged

@@ -12,7 +12,7 @@ from typing import Any
 
 from circuit_breakers.core.errors import InputError
 
-__all__ = ["DEFAULT_BUDGET", "add_parser", "cmd_attack", "config_from_args"]
+__all__ = ["DEFAULT_BUDGET", "register", "cmd_attack", "config_from_args"]
 
 DEFAULT_BUDGET = {"embedding": 200, "gcg": 12}
 DEFAULT_CHECK_EVERY = {"embedding": 25, "gcg": 4}
@@ -138,7 +138,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Register ``cb attack`` on the CLI's subparsers."""
     a = sub.add_parser(
         "attack",

@@ -2,7 +2,9 @@
 with --gpu), on a
 tiny random model: exit code, per-step losses and the adapter, compared with the DDP run.
 
-    python benchmarks/accelerate_cpu_check.py [--configs ddp,fsdp]
+    python tests/distributed_check.py [--configs ddp,fsdp]
+
+A correctness check, not a timing: it lives with the tests, whose kit builds the tiny model.
 
 Prints the engine accelerate really used (``train_summary.json: distributed``): on CPU,
 accelerate runs the FSDP config as plain multi-CPU DDP; DeepSpeed runs on CPU with
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script
 
 from test_distributed import _free_port, train_flags, write_inputs  # noqa: E402
 
