@@ -1,4 +1,4 @@
-"""CPU step time of the ``demo`` preset on the embedded SmolLM2-135M (issue 7, part 3).
+"""CPU step time of the ``demo`` preset on the embedded SmolLM2-135M.
 
 Runs ``cb train --preset demo`` for a few steps on the demo training file under several
 settings, one subprocess each (same data, seed and steps), and reads the real (non-pad) tokens/s

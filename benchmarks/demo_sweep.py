@@ -1,7 +1,6 @@
 """Sweep for the `demo` training preset: train each candidate, evaluate it, print one table.
 
-This is how `configs/demo.yaml` was found (issue 4 asks for the preset to be found by
-experiment and documented). Each candidate is the demo preset plus overrides, trained on the
+This is how `configs/demo.yaml` was found by experiment. Each candidate is the demo preset plus overrides, trained on the
 demo recipe's `train.jsonl`, then evaluated on the held-out suites with the same eval code as
 `cb eval`. The base model is evaluated once, in the same process, with the same suites.
 
