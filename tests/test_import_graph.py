@@ -22,6 +22,7 @@ entry to go).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,3 +304,20 @@ def test_floor_rule_catches_an_upward_import() -> None:
     assert floor_of("circuit_breakers.core.schema") == 0
     assert floor_of("circuit_breakers.cli.train") == 5
     assert floor_of("circuit_breakers") is None
+
+
+def test_tests_and_benchmarks_do_not_import_each_other() -> None:
+    """Both import only the package: a helper both need belongs in ``circuit_breakers``."""
+    root = SRC.parent
+    reach = {
+        "tests": re.compile(r"sys\.path\.\w+\(.*benchmarks|^\s*(from|import) benchmarks\b"),
+        "benchmarks": re.compile(r"sys\.path\.\w+\(.*tests|^\s*(from|import) (tests|kit)\b"),
+    }
+    bad = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for folder, pattern in reach.items()
+        for path in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not bad, "\n".join(bad)
