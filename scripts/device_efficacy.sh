@@ -7,7 +7,7 @@
 #   1. cb data build --recipe qwen                          -> data/
 #   2. demo_sweep.py: benchmarks/sweeps/qwen_round1.yaml, seed 0, three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
-#   3. efficacy.py --model qwen2.5-coder-0.5b, seeds 0,1,2, the picked overrides, shared base
+#   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), the picked overrides, shared base
 # Results are copied to $OUT after every call, finished or not.
 set -uo pipefail
 W=/tmp/cbw
@@ -74,7 +74,7 @@ else
   sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
 fi
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
-    --seeds 0,1,2 --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
+    --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
     --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
 rc=$?
 collect
