@@ -116,7 +116,12 @@ def test_qwen_recipes_never_train_on_an_evaluation_opener():
     from circuit_breakers.eval.attacks import HELD_OUT_PREFILLS
 
     held = {passes.opener(p) for p in HELD_OUT_PREFILLS}
-    for name in ("qwen", "configs/data/qwen_cpu.yaml", "benchmarks/data/qwen_tiny_recipe.yaml"):
+    for name in (
+        "qwen",
+        "configs/data/qwen_cpu.yaml",
+        "benchmarks/data/qwen_tiny_recipe.yaml",
+        "benchmarks/data/qwen_cpu_retain_recipe.yaml",
+    ):
         recipe = load_recipe(name)
         prefills = [
             p
@@ -129,3 +134,19 @@ def test_qwen_recipes_never_train_on_an_evaluation_opener():
         assert len(train) == len(prefills), f"{name}: two prefills share an opener"
         assert not train & held, f"{name}: trains on the evaluation opener(s) {train & held}"
         assert set(recipe.holdout.prompt_sources) >= {"harmbench_test", "strongreject"}, name
+
+
+def test_retain_variant_changes_only_the_retain_counts():
+    """Its results are compared with qwen_cpu's, so the passes and the held-out split must match."""
+    base = load_recipe("configs/data/qwen_cpu.yaml")
+    variant = load_recipe("benchmarks/data/qwen_cpu_retain_recipe.yaml")
+    assert variant.holdout == base.holdout and variant.generation == base.generation
+    assert variant.filters == base.filters and variant.leakage == base.leakage
+    changed = {"borderline", "general_conversation"}
+    assert variant.train.keys() == base.train.keys()
+    for cls in base.train.keys() - changed:
+        assert variant.train[cls] == base.train[cls], cls
+    for cls in changed:
+        old = sum(s.count for s in base.train[cls].sources)
+        new = sum(s.count for s in variant.train[cls].sources)
+        assert new == 4 * old, cls
