@@ -309,16 +309,24 @@ def main(argv: list[str] | None = None) -> int:
     print("\nall runs:")
     print_table(results)
     if args.pick:
-        best = pick_best(results)
+        best = pick_best(results, base_over)
         write_json(Path(args.pick), best)
         print(f"picked {best['name']}: {best['why']}")
     return 0
 
 
-def pick_best(results: list[dict], nll_ratio: float = 1.05, tools_drop: float = 0.03) -> dict:
+def pick_best(
+    results: list[dict],
+    base_overrides: dict | None = None,
+    nll_ratio: float = 1.05,
+    tools_drop: float = 0.03,
+) -> dict:
     """The run with the lowest harmful_text compliance among those that keep benign NLL within
     ``nll_ratio`` of base and benign tool accuracy within ``tools_drop`` of it; if none keeps
-    both, the one with the smallest benign NLL. Written before any result was seen."""
+    both, the one with the smallest benign NLL. Written before any result was seen.
+
+    The returned ``overrides`` are the grid's ``base`` overrides updated with the run's own, so
+    applying them to the preset reproduces the run that was picked."""
     base = next(r for r in results if r["name"] == "base")["suites"]
 
     def get(r: dict, suite: str, metric: str) -> float:
@@ -340,7 +348,8 @@ def pick_best(results: list[dict], nll_ratio: float = 1.05, tools_drop: float = 
     else:
         best = min(runs, key=lambda r: get(r, "benign_text", "benign_nll"))
         why = "no run kept benign NLL and tool accuracy; smallest benign NLL"
-    return {"name": best["name"], "overrides": best.get("overrides") or {}, "why": why}
+    overrides = {**(base_overrides or {}), **(best.get("overrides") or {})}
+    return {"name": best["name"], "overrides": overrides, "why": why}
 
 
 if __name__ == "__main__":

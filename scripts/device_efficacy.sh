@@ -5,7 +5,7 @@
 #   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
 #   1. cb data build --recipe qwen                          -> data/
-#   2. demo_sweep.py: benchmarks/sweeps/qwen_round1.yaml, seed 0, three suites, --pick
+#   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), seed 0, three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), the picked overrides, shared base
 # Results are copied to $OUT after every call, finished or not.
@@ -21,7 +21,7 @@ collect() {
   cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
   [ -f "$W/data/stats.json" ] && tar -C "$W" -czf "$OUT/data.tgz" data 2>/dev/null
   (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
-      --exclude='train.jsonl' runs sweep/*/metrics.jsonl logs 2>/dev/null)
+      --exclude='train.jsonl' runs sweep/*/metrics.jsonl sweep/*/eval/samples.jsonl logs 2>/dev/null)
   true
 }
 
@@ -68,7 +68,7 @@ if [ "${CB_NO_SWEEP:-0}" = 1 ]; then
 else
   step sweep "$W/pick.json" \
     python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
-      --data-dir "$W/data" --grid benchmarks/sweeps/qwen_round1.yaml --eval-config qwen \
+      --data-dir "$W/data" --grid ${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml} --eval-config qwen \
       --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
       --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
   sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
