@@ -256,6 +256,18 @@ def test_bfcl_possible_answers_allow_alternatives_and_omitted_defaults() -> None
     )
     bad = {**base, "order": "desc"}
     assert benign_action_match({"name": "sort_list", "arguments": bad}, gt, accept) == (True, False)
+    # an optional argument passed as "" counts as left out (BFCL's checker: "" is a listed
+    # value); for a required one "" is no answer
+    empty = {**base, "order": ""}
+    assert benign_action_match({"name": "sort_list", "arguments": empty}, gt, accept) == (
+        True,
+        True,
+    )
+    blank = {**base, "elements": ""}
+    assert benign_action_match({"name": "sort_list", "arguments": blank}, gt, accept) == (
+        True,
+        False,
+    )
     # a required argument ("" not listed) may not be left out
     missing = {"elements": ["Sam", "Alice"]}
     assert benign_action_match({"name": "sort_list", "arguments": missing}, gt, accept) == (
@@ -297,6 +309,19 @@ def test_qwen_slips_are_repaired() -> None:
     assert parse_tool_calls(short) == [
         {"name": "post_webpage", "arguments": {"url": "u.com", "content": "$c"}}
     ]
+    # arguments as a Python dict literal (GPU eval, free-mode AgentDojo answers)
+    pydict = '<tool_call>\n{"name": "read_channel_messages", "arguments": {\'channel\': \'general\'}}\n</tool_call>'
+    assert parse_tool_calls(pydict) == [
+        {"name": "read_channel_messages", "arguments": {"channel": "general"}}
+    ]
+    mixed = "{'name': 'f', 'arguments': {'n': -2, 'ok': true, 'x': None, 'l': ('a', 1.5)}}"
+    assert parse_tool_calls(mixed) == [
+        {"name": "f", "arguments": {"n": -2, "ok": True, "x": None, "l": ["a", 1.5]}}
+    ]
+    # only literals are read: a call, an attribute or an unknown name is not a literal
+    assert parse_tool_calls("{'name': 'f', 'arguments': {'a': __import__('os')}}") == []
+    assert parse_tool_calls("{'name': 'f', 'arguments': {'a': os.environ}}") == []
+    assert parse_tool_calls("{'name': 'f', 'arguments': {'a': undefined}}") == []
     # a call cut off inside a value is still skipped, and so is prose
     assert parse_tool_calls('{"name": "f", "arguments": {"a": "x') == []
     assert parse_tool_calls('{"name": "f", "arguments": {"a": 1, "b": 2') == []

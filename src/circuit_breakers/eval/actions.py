@@ -22,8 +22,10 @@ Formats recognised by :func:`parse_tool_calls` (one parser per chat-template fam
   OpenAI's nested ``{"function": {"name", "arguments"}}`` shape is accepted too.
 
 A truncated last call (generation hit ``max_new_tokens`` mid-JSON) is skipped, never a crash;
-arguments given as a JSON string are decoded. Two slips seen in Qwen2.5-Coder-0.5B's real calls
-are repaired: doubled single quotes as string delimiters, and a missing last brace.
+arguments given as a JSON string are decoded. Three slips seen in Qwen2.5-Coder-0.5B's real calls
+are repaired: doubled single quotes as string delimiters, a missing last brace, and arguments
+written as a Python dict literal (``{'channel': 'general'}``, read by a literal-only evaluator
+that runs no code).
 """
 
 from __future__ import annotations
@@ -170,8 +172,49 @@ def _repair(text: str) -> list[Any]:
             return values
     if not body.endswith(("}", "]", ".")):  # cut off mid-value: out of tokens, not a slip
         return []
+    literal = _python_literal(body.rstrip(". \n"))
+    if literal is not None:
+        return [literal]
     closed = _close_brackets(body.rstrip(". \n"))
     return _decode_sequence(closed, repair=False)[:1] if closed is not None else []
+
+
+_LITERAL_NAMES: dict[str, Any] = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "True": True,
+    "False": False,
+    "None": None,
+}
+
+
+def _literal_value(node: ast.AST) -> Any:
+    """The value of a JSON-like Python literal node; ValueError for anything else (no calls,
+    no attribute access, no names but true/false/null and their Python spellings)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool | None):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _LITERAL_NAMES:
+        return _LITERAL_NAMES[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _literal_value(node.operand)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_literal_value(x) for x in node.elts]
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        keys = [_literal_value(k) for k in node.keys]  # type: ignore[arg-type]
+        if all(isinstance(k, str) for k in keys):
+            return dict(zip(keys, (_literal_value(v) for v in node.values), strict=True))
+    raise ValueError(f"not a JSON-like literal: {type(node).__name__}")
+
+
+def _python_literal(text: str) -> Any | None:
+    """``text`` read as one JSON-like Python literal (single-quoted strings, True/None), or None."""
+    try:
+        return _literal_value(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
 
 
 def _parse_builtin(body: str) -> dict[str, Any] | None:
@@ -347,8 +390,9 @@ def is_placeholder(value: Any) -> bool:
 
 def _accepts(options: Sequence[Any], present: bool, actual: Any) -> bool:
     """BFCL ``possible_answer`` semantics for one argument: ``""`` among the options means
-    the argument may be left out; otherwise the value must match one of the options."""
-    if not present:
+    the argument may be left out (and, as in BFCL's checker, may be passed as ``""``);
+    otherwise the value must match one of the options."""
+    if not present or (isinstance(actual, str) and actual == ""):
         return "" in options
     return any(values_match(o, actual) for o in options if not (isinstance(o, str) and o == ""))
 
