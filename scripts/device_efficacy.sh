@@ -8,6 +8,7 @@
 #   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), seed 0, three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), the picked overrides, shared base
+#   4. with CB_ATTACKS="ARGS": benchmarks/attacks.py ARGS on harmful_text, base vs seed CB_ATTACK_SEED (0)
 # Results are copied to $OUT after every call, finished or not.
 set -uo pipefail
 W=/tmp/cbw
@@ -17,7 +18,7 @@ left() { echo $(( deadline - $(date +%s) )); }
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  cp "$W"/efficacy_qwen.json "$W"/sweep_qwen1.json "$W"/pick.json "$OUT"/ 2>/dev/null
+  cp "$W"/efficacy_qwen.json "$W"/sweep_qwen1.json "$W"/pick.json "$W"/attacks_qwen.json "$OUT"/ 2>/dev/null
   cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
   [ -f "$W/data/stats.json" ] && tar -C "$W" -czf "$OUT/data.tgz" data 2>/dev/null
   (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
@@ -77,5 +78,11 @@ step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model
     --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
     --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
 rc=$?
+if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. adaptive attacks, base vs seed CB_ATTACK_SEED
+  step attacks "$W/attacks.done" bash -c "python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b \
+      --adapter $W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter --suite-file $W/data/holdout/harmful_text.jsonl \
+      $CB_ATTACKS --run-dir $W/attacks --output $W/attacks_qwen.json && touch $W/attacks.done"
+  rc=$?
+fi
 collect
 exit $rc
