@@ -26,6 +26,7 @@ import torch
 from circuit_breakers.core.fileio import read_yaml, write_json
 from circuit_breakers.eval.run import run_eval
 from circuit_breakers.eval.suites import load_eval_config, load_suite_file, resolve_suites
+from circuit_breakers.pipeline.sweep import pick_best
 from circuit_breakers.training.experimental import ExperimentalConfig
 from circuit_breakers.training.presets import load_layers
 
@@ -313,43 +314,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(Path(args.pick), best)
         print(f"picked {best['name']}: {best['why']}")
     return 0
-
-
-def pick_best(
-    results: list[dict],
-    base_overrides: dict | None = None,
-    nll_ratio: float = 1.05,
-    tools_drop: float = 0.03,
-) -> dict:
-    """The run with the lowest harmful_text compliance among those that keep benign NLL within
-    ``nll_ratio`` of base and benign tool accuracy within ``tools_drop`` of it; if none keeps
-    both, the one with the smallest benign NLL. Written before any result was seen.
-
-    The returned ``overrides`` are the grid's ``base`` overrides updated with the run's own, so
-    applying them to the preset reproduces the run that was picked."""
-    base = next(r for r in results if r["name"] == "base")["suites"]
-
-    def get(r: dict, suite: str, metric: str) -> float:
-        v = r["suites"].get(suite, {}).get(metric)
-        return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-    runs = [r for r in results if r["name"] != "base" and r.get("suites")]
-    ok = [
-        r
-        for r in runs
-        if get(r, "benign_text", "benign_nll")
-        <= nll_ratio * get({"suites": base}, "benign_text", "benign_nll")
-        and get(r, "benign_tools", "benign_action_accuracy")
-        >= base.get("benign_tools", {}).get("benign_action_accuracy", 0.0) - tools_drop
-    ]
-    if ok:
-        best = min(ok, key=lambda r: get(r, "harmful_text", "harmful_compliance_rate"))
-        why = "lowest harmful_text compliance among runs that keep benign NLL and tool accuracy"
-    else:
-        best = min(runs, key=lambda r: get(r, "benign_text", "benign_nll"))
-        why = "no run kept benign NLL and tool accuracy; smallest benign NLL"
-    overrides = {**(base_overrides or {}), **(best.get("overrides") or {})}
-    return {"name": best["name"], "overrides": overrides, "why": why}
 
 
 if __name__ == "__main__":

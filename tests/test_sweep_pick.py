@@ -1,11 +1,6 @@
-"""benchmarks/demo_sweep.py: the pick rule, and that the pick reproduces the run it names."""
+"""pipeline/sweep.py: the pick rule of demo_sweep.py, and that the pick reproduces its run."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from demo_sweep import pick_best  # noqa: E402
+from circuit_breakers.pipeline.sweep import pick_best
 
 
 def _run(name, harmful, nll, tools, **over):
