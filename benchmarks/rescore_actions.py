@@ -5,7 +5,7 @@ measured on finished evals without generating again:
 
     python benchmarks/rescore_actions.py runs/qwen_cpu/eff/seed0/eval_base/samples.jsonl
 
-prints, per agentic / benign-tools suite and mode, n, the stored rates and the re-scored ones
+prints, per agentic / benign-tools suite and mode (and source, with ``--by-source``), n, the stored rates and the re-scored ones
 (tool-call rate, harmful action rate, benign accuracy) and writes ``--output`` JSON if given.
 """
 
@@ -24,11 +24,13 @@ def _call(record: dict) -> dict | None:
     return first_tool_call(text)
 
 
-def rescore(samples: Path) -> dict[str, dict[str, float | int]]:
+def rescore(samples: Path, by_source: bool = False) -> dict[str, dict[str, float | int]]:
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for _, r in iter_jsonl(samples):
         scores = r.get("scores", {})
         key = f"{r['suite']}/{r.get('mode', 'free')}"
+        if by_source:  # ids start with their source: bfcl/..., agentdojo/...
+            key += "/" + str(r.get("id", "")).split("/", 1)[0]
         new = _call(r)
         if "harmful_action" in scores:
             ha = scores["harmful_action"]
@@ -61,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("samples", nargs="+", type=Path)
     p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--by-source", action="store_true", help="one row per suite, mode and source")
     args = p.parse_args(argv)
-    report = {str(f): rescore(f) for f in args.samples}
+    report = {str(f): rescore(f, args.by_source) for f in args.samples}
     for f, suites in report.items():
         print(f)
         for key, row in suites.items():

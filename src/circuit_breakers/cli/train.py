@@ -22,7 +22,9 @@ def cmd_train(args) -> int:
         description="Train a circuit breaker. Settings: --preset NAME (stage1, stage2, demo), "
         "then --config FILE.yaml, then these flags, later ones winning.",
     )
-    parser.add_argument("--preset", default=None, help="preset name: stage1 | stage2 | demo")
+    parser.add_argument(
+        "--preset", default=None, help="preset name: stage1 | stage2 | demo | qwen | qwen_cpu"
+    )
     parser.add_argument(
         "--config", default=None, help="YAML file of settings (unknown keys are errors)"
     )
