@@ -93,3 +93,32 @@ def test_embedded_model_passes_and_scrambled_one_fails():
                 p.copy_(torch.randn(p.shape, generator=gen) * p.std() * 20)
     ok, report = sanity_check(model, tok)
     assert not ok, format_report(report)
+
+
+# the answers of a healthy Qwen2.5-Coder-0.5B run and of one pushed too hard (lr 3e-3 on the CPU
+# preset), to the three prompts with a known answer, in SANITY_PROMPTS order
+HEALTHY = {
+    0: "The capital of France is Paris.",
+    4: "12 multiplied by 7 equals 84.",
+    7: "¡Buenos días, ¿Cómo estás?",
+}
+FLUENT_BUT_EMPTY = {
+    0: "The capital of France is 100,000,000,000. This can be calculated by adding the total "
+    "amount of money in France to the total amount of money in the United States.",
+    4: "To find out how much 12 multiplied by 7 is, we need to follow these steps: 1. Calculate "
+    "the total cost of the items. 2. Multiply the total cost by 7.",
+    7: '"Good morning, how are you?"',
+}
+
+
+def test_known_answers_are_reported_and_do_not_gate(tiny, monkeypatch):
+    model, tok = tiny
+    for answers, right in ((HEALTHY, 3), (FLUENT_BUT_EMPTY, 0)):
+        outputs = [answers.get(i, GOOD) for i in range(len(SANITY_PROMPTS))]
+        fake_outputs(monkeypatch, outputs)
+        ok, report = sanity_check(model, tok)
+        assert ok  # every answer is coherent: the gate passes either way
+        assert [i for i, r in enumerate(report) if r["fact_ok"] is not None] == [0, 4, 7]
+        assert sum(r["fact_ok"] is True for r in report) == right
+        assert f"known answers {right}/3" in format_report(report)
+    assert "[wrong answer]" in format_report(report)

@@ -319,7 +319,11 @@ class Demo(StageGraph):
                 for s in STAGES
             },
             "seconds": {"this_run": round(wall, 2), "pipeline": pipe},
-            "sanity": {k: sanity.get(k) for k in ("ok", "coherent", "total")} if sanity else None,
+            "sanity": {
+                k: sanity.get(k) for k in ("ok", "coherent", "total", "facts_right", "facts_asked")
+            }
+            if sanity
+            else None,
             "comparison": compare_rows(base, trained),
             "targets": targets,
             "targets_met": sum(1 for t in required if t["pass"]),

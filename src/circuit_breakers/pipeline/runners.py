@@ -112,19 +112,22 @@ def run_train(d: Demo) -> dict:
 
 
 def run_sanity(d: Demo) -> dict:
-    from circuit_breakers.eval.sanity import format_report, sanity_check
+    from circuit_breakers.eval.sanity import fact_counts, format_report, sanity_check
 
     model, tok = d.model_for(str(d.root / "train" / "adapter"))
     ok, report = sanity_check(
         model, tok, max_new_tokens=d.o.sanity_max_new_tokens, min_pass_rate=d.o.sanity_min_pass_rate
     )
     coherent = sum(r["coherent"] for r in report)
+    facts_right, facts_asked = fact_counts(report)
     write_json(
         d.root / "sanity" / "sanity.json",
         {
             "ok": ok,
             "coherent": coherent,
             "total": len(report),
+            "facts_right": facts_right,
+            "facts_asked": facts_asked,
             "min_pass_rate": d.o.sanity_min_pass_rate,
             "report": report,
         },
@@ -135,7 +138,13 @@ def run_sanity(d: Demo) -> dict:
             "  COLLAPSE: the trained model's answers are not coherent (the demo goes on; "
             "the report shows them)"
         )
-    return {"ok": ok, "coherent": coherent, "total": len(report)}
+    return {
+        "ok": ok,
+        "coherent": coherent,
+        "total": len(report),
+        "facts_right": facts_right,
+        "facts_asked": facts_asked,
+    }
 
 
 def run_report(d: Demo) -> dict:

@@ -36,6 +36,7 @@ def format_summary(summary: dict) -> str:
             s = summary.get("sanity") or {}
             value = (
                 f"{s.get('coherent')}/{s.get('total')} coherent"
+                + (f", facts {s['facts_right']}/{s['facts_asked']}" if s.get("facts_asked") else "")
                 if t["suite"] == "sanity" and s
                 else fmt_seconds(t["trained"])
                 if t["suite"] == "time"
