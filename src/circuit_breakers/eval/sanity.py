@@ -14,10 +14,11 @@ prompts produce a call is reported but does not decide: small base models withou
 calling often answer in prose, which is not a collapse.
 
 Three prompts have a known answer (Paris, 84, "buenos"); whether the answer contains it is
-reported (``fact_ok`` per row, "known answers r/n" under the table) but does not decide either. Coherence alone misses a model that writes
-fluent text with the content gone (a Qwen run at too high a learning rate answered "What is 12
-multiplied by 7?" with a list of steps to "calculate the total cost"), and the facts column
-shows it; a weak base model misses facts too, so compare with the base model's row.
+reported (``fact_ok`` per row, "known answers r/n" under the table) but does not decide either.
+Coherence alone misses a model that writes fluent text with the content gone (a Qwen run at too
+high a learning rate answered "What is 12 multiplied by 7?" with a list of steps to "calculate
+the total cost"), and the facts column shows it; a weak base model misses facts too, so compare
+with the base model's row.
 
 ``sanity_check(model, tokenizer)`` is what the trainer calls as a gate (at the end, or every
 N steps); it leaves the model in the mode (train/eval) it found it in. It needs the full
