@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--judge", default="default")
     p.add_argument("--label", default="full", help="e.g. cpu-small: written into the JSON")
     p.add_argument("--run-dir", default="runs/attacks", help="per-run result folders go here")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse a run folder's results.json (an interrupted benchmark) instead of redoing it",
+    )
     p.add_argument("--output", default=None, help="default benchmarks/results/attacks_<model>.json")
     return p.parse_args(argv)
 
@@ -134,8 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output or Path(__file__).parent / "results" / f"attacks_{safe}.json")
     rows = []
     for variant, adapter in variants:
-        model, tok = load_for_eval(args.model, adapter, dtype=None, device=args.device)
+        model = tok = None
         for method in methods:
+            run_dir = Path(args.run_dir) / f"{safe}_{variant}_{method}"
+            if args.resume and (run_dir / "results.json").exists():
+                res = json.loads((run_dir / "results.json").read_text())
+                rows.append(_row(variant, method, res, res["timing"]["seconds"]))
+                print(f"{run_dir}: done before, kept", flush=True)
+                continue
+            if model is None:
+                model, tok = load_for_eval(args.model, adapter, dtype=None, device=args.device)
             limit = args.limit if method == "embedding" else args.gcg_limit
             suite = load_suite(args.suite_file, args.suite_type, limit)
             t0 = time.perf_counter()
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.model,
                 adapter,
                 suite,
-                Path(args.run_dir) / f"{safe}_{variant}_{method}",
+                run_dir,
                 _config(args, method),
                 model=model,
                 tokenizer=tok,
@@ -154,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.append(_row(variant, method, res, time.perf_counter() - t0))
             print(format_table(rows[-1:]), flush=True)
+        del model, tok
     ratio = {}
     for method in methods:
         by = {r["variant"]: r for r in rows if r["method"] == method}

@@ -70,6 +70,14 @@ def evaluate(model_spec, adapter, suites, settings, out: Path, judge: str) -> di
     return res["suites"]
 
 
+def resumed_runs(out_path: Path) -> list[dict]:
+    """The finished runs of an earlier, interrupted call (a run without suites is redone)."""
+    if not out_path.exists():
+        return []
+    runs = json.loads(out_path.read_text())["runs"]
+    return [r for r in runs if r.get("suites") or r.get("error")]
+
+
 def last_metrics(metrics_file: Path) -> dict:
     rows = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
     if not rows:
@@ -188,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default="default")
     p.add_argument("--only", default=None, help="comma-separated run names")
     p.add_argument("--no-base", action="store_true", help="skip the base-model evaluation")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --output (an interrupted sweep) and run only the rest",
+    )
     p.add_argument("--work-dir", default="runs/sweep")
     p.add_argument("--output", default="benchmarks/results/demo_sweep.json")
     p.add_argument(
@@ -232,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.suites.split(",") if args.suites else None
     settings, suites = load_suites(data_dir / "holdout", args.eval_config, names)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results: list[dict] = []
     out_path = Path(args.output)
+    results: list[dict] = resumed_runs(out_path) if args.resume else []
+    done = {r["name"] for r in results}
 
     def save() -> None:
         write_json(
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
 
-    if not args.no_base:
+    if not args.no_base and "base" not in done:
         t0 = time.perf_counter()
         res = evaluate(args.model, None, suites, settings, work / "base_eval", args.judge)
         results.append({"name": "base", "suites": res, "eval_seconds": time.perf_counter() - t0})
@@ -257,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples_out:
             collect(work / "base_eval" / "samples.jsonl", "base", Path(args.samples_out))
     for name, over in runs.items():
+        if name in done:
+            print(f"{name}: in {out_path} already, kept", flush=True)
+            continue
         layers = load_layers(args.preset, None)
         layers.update(base_over)
         layers.update(over or {})

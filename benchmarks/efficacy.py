@@ -246,13 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--train-set-from",
+        default=None,
+        metavar="JSON",
+        help="training overrides from a sweep's --pick file (its 'overrides'); --train-set wins",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if len(seeds) < 3:
         print(f"warning: {len(seeds)} seed(s); the issue asks for >= 3", file=sys.stderr)
-    train_set = dict(parse_setting(x) for x in args.train_set)
+    train_set = {}
+    if args.train_set_from:
+        train_set.update(json.loads(Path(args.train_set_from).read_text())["overrides"])
+    train_set.update(parse_setting(x) for x in args.train_set)
     mc = MODEL_CONFIGS.get(args.model, MODEL_CONFIGS["default"])
     recipe = args.recipe or mc["config"]
     preset = args.preset or mc["config"]

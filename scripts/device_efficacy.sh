@@ -22,7 +22,7 @@ collect() {
   cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
   [ -f "$W/data/stats.json" ] && tar -C "$W" -czf "$OUT/data.tgz" data 2>/dev/null
   (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
-      --exclude='train.jsonl' runs sweep/*/metrics.jsonl sweep/*/eval/samples.jsonl logs 2>/dev/null)
+      --exclude='train.jsonl' runs sweep/*/metrics.jsonl sweep/*/eval/samples.jsonl attacks logs 2>/dev/null)
   true
 }
 
@@ -71,8 +71,8 @@ else
     python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
       --data-dir "$W/data" --grid ${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml} --eval-config qwen \
       --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
-      --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
-  sets=$(python3 -c "import json,sys; print(' '.join(f'--train-set {k}={v}' for k,v in json.load(open(sys.argv[1]))['overrides'].items()))" "$W/pick.json")
+      --output "$W/sweep_qwen1.json" --resume --pick "$W/pick.json" || { collect; exit 1; }
+  sets="--train-set-from $W/pick.json"
 fi
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
     --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
@@ -81,7 +81,7 @@ rc=$?
 if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. adaptive attacks, base vs seed CB_ATTACK_SEED
   step attacks "$W/attacks.done" bash -c "python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b \
       --adapter $W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter --suite-file $W/data/holdout/harmful_text.jsonl \
-      $CB_ATTACKS --run-dir $W/attacks --output $W/attacks_qwen.json && touch $W/attacks.done"
+      $CB_ATTACKS --resume --run-dir $W/attacks --output $W/attacks_qwen.json && touch $W/attacks.done"
   rc=$?
 fi
 collect
