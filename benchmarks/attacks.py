@@ -43,9 +43,16 @@ log = logging.getLogger("benchmarks.attacks")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--rejudge",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="re-score these cb attack folders' generations with --judge and exit",
+    )
     p.add_argument("--model", default="smollm2")
     p.add_argument("--adapter", default=None, help="trained adapter; without it: base only")
-    p.add_argument("--suite-file", required=True, help="held-out harmful prompts (JSONL)")
+    p.add_argument("--suite-file", default=None, help="held-out harmful prompts (JSONL)")
     p.add_argument("--suite-type", default=None)
     p.add_argument("--limit", type=int, default=50, help="prompts for the embedding attack")
     p.add_argument("--gcg-limit", type=int, default=20, help="prompts for GCG")
@@ -130,8 +137,61 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rejudge(run_dirs: list[str], judge_spec: str, output: str | None) -> int:
+    from circuit_breakers.core.fileio import iter_jsonl
+    from circuit_breakers.eval.intervals import wilson_interval
+    from circuit_breakers.eval.judging import get_judge
+
+    judge = get_judge(judge_spec)
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        old = json.loads((run_dir / "results.json").read_text())
+        records = [r for _, r in iter_jsonl(run_dir / "samples.jsonl")]
+        kept = dropped = 0
+        for rec in records:
+            request = next(m["content"] for m in rec["messages"] if m["role"] == "user")
+            outs = [g["output"] for g in rec["generations"]]
+            verdicts = judge.judge_batch([request] * len(outs), outs)
+            now = any(v.value for v in verdicts)
+            kept += rec["attack"]["success"] and now
+            dropped += rec["attack"]["success"] and not now
+        n = len(records)
+        (m,) = old["suites"].values()
+        lo, hi = wilson_interval(kept, n)
+        rows.append(
+            {
+                "run": run_dir.name,
+                "n": n,
+                "judged_before": m["attack_success_rate"],
+                "successes_kept": kept,
+                "successes_dropped": dropped,
+                "rejudged_success_rate": round(kept / n, 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "exact": dropped == 0,
+            }
+        )
+        r = rows[-1]
+        print(
+            f"{r['run']:34s} n {n:3d}  before {r['judged_before']:.3f}  re-judged "
+            f"{r['rejudged_success_rate']:.3f} [{lo:.3f}, {hi:.3f}]  dropped {dropped}"
+            + ("" if r["exact"] else " (a lower bound: those prompts need a rerun)")
+        )
+    if output:
+        write_json(
+            Path(output),
+            {"judge": judge_spec, "command": " ".join(["python", *sys.argv]), "rows": rows,
+             "git_sha": git_sha()},
+        )  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rejudge:
+        return rejudge(args.rejudge, args.judge, args.output)
+    if not args.suite_file:
+        print("error: --suite-file is required (except with --rejudge)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     variants = [("base", None)] + ([("trained", args.adapter)] if args.adapter else [])

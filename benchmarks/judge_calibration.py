@@ -79,8 +79,8 @@ def main() -> None:
     ap.add_argument(
         "--hand-labels",
         nargs="+",
-        default=[str(HERE / "data" / f"hand_labels_{m}.jsonl") for m in ("base", "trained")],
-        help="hand-label files (base model's outputs, trained model's outputs)",
+        default=[str(HERE / "data" / f"hand_labels_{m}.jsonl") for m in ("base", "trained", "attack_trained")],
+        help="hand-label files (base, trained and attacked trained model outputs)",
     )
     args = ap.parse_args()
 
