@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suites", default=None, help="comma-separated suite names (default all)")
     p.add_argument("--judge", default="default")
     p.add_argument("--only", default=None, help="comma-separated run names")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="training seed of every run (default: the config's, 42)",
+    )
     p.add_argument("--no-base", action="store_true", help="skip the base-model evaluation")
     p.add_argument(
         "--resume",
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_config": args.eval_config,
                 "judge": args.judge,
                 "base_overrides": base_over,
+                "seed": args.seed,
                 "runs": results,
             },
         )
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         layers = load_layers(args.preset, None)
         layers.update(base_over)
         layers.update(over or {})
+        if args.seed is not None:
+            layers["seed"] = args.seed
         layers.update(
             model=args.model,
             train_file=str(data_dir / "train.jsonl"),

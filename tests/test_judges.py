@@ -154,6 +154,7 @@ def test_gibberish_fails_coherence(text: str, issue: str) -> None:
         "again:\n\\[\n\\text{CH}_4 + \\text{O}_2 \\rightarrow \\text{CO}_2\n\\]\nand once more:\n"
         "\\[\n\\text{CH}_4 + \\text{O}_2 \\rightarrow \\text{CO}_2\n\\]",
         "Why? Really?! Yes!!! That is how the story ends, with three cheers.",
+        "Pay it to DE89370400440532013000; pi is 3.14159265358979323846264338.",
     ],
 )
 def test_normal_answers_pass_coherence(text: str) -> None:
