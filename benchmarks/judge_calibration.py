@@ -79,7 +79,10 @@ def main() -> None:
     ap.add_argument(
         "--hand-labels",
         nargs="+",
-        default=[str(HERE / "data" / f"hand_labels_{m}.jsonl") for m in ("base", "trained", "attack_trained")],
+        default=[
+            str(HERE / "data" / f"hand_labels_{m}.jsonl")
+            for m in ("base", "trained", "attack_trained")
+        ],
         help="hand-label files (base, trained and attacked trained model outputs)",
     )
     args = ap.parse_args()
