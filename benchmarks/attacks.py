@@ -146,6 +146,9 @@ def rejudge(run_dirs: list[str], judge_spec: str, output: str | None) -> int:
     rows = []
     for run_dir in map(Path, run_dirs):
         old = json.loads((run_dir / "results.json").read_text())
+        if old["config"].get("success") != "judge":  # agentic runs are scored by the parser
+            print(f"{run_dir}: scored by {old['config'].get('success')}, not a judge; skipped")
+            continue
         records = [r for _, r in iter_jsonl(run_dir / "samples.jsonl")]
         kept = dropped = 0
         for rec in records:

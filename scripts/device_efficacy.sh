@@ -5,7 +5,8 @@
 #   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
 #   1. cb data build --recipe qwen                          -> data/
-#   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), seed 0, three suites, --pick
+#   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), training seed CB_SWEEP_SEED (0),
+#      three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), the picked overrides, shared base
 #   4. with CB_ATTACKS="ARGS": benchmarks/attacks.py ARGS on harmful_text, base vs seed CB_ATTACK_SEED (0)
@@ -70,7 +71,7 @@ else
   step sweep "$W/pick.json" \
     python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
       --data-dir "$W/data" --grid ${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml} --eval-config qwen \
-      --suites harmful_text,benign_text,benign_tools --work-dir "$W/sweep" \
+      --suites harmful_text,benign_text,benign_tools --seed "${CB_SWEEP_SEED:-0}" --work-dir "$W/sweep" \
       --output "$W/sweep_qwen1.json" --resume --pick "$W/pick.json" || { collect; exit 1; }
   sets="--train-set-from $W/pick.json"
 fi
