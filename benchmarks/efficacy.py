@@ -166,6 +166,77 @@ def share_base(first: Path, run_dir: Path) -> None:
             shutil.copytree(src, dst)
 
 
+def base_gap(a: dict, b: dict) -> float | None:
+    """Largest difference between the base numbers of two seed records (0 = the same base run)."""
+    base_a = {(r["suite"], r["metric"]): r["base"] for r in a["comparison"]}
+    gaps = [abs(r["base"] - base_a[k]) for r in b["comparison"]
+            if (k := (r["suite"], r["metric"])) in base_a
+            and isinstance(r["base"], (int, float)) and isinstance(base_a[k], (int, float))]  # fmt: skip
+    return max(gaps) if gaps else None
+
+
+def merge_runs(record: dict, earlier: dict, source: str) -> None:
+    """Add the seeds of an earlier results file that this run did not train (same model and
+    preset only), with the gap between their base numbers and this run's first base."""
+    for key in ("model", "preset", "recipe", "eval_config", "train_set"):
+        if earlier.get(key) != record.get(key):
+            raise SystemExit(
+                f"--merge-from {source}: {key} {earlier.get(key)!r} != {record.get(key)!r}"
+            )
+    have = {r["seed"] for r in record["runs"]}
+    first = record["runs"][0] if record["runs"] else None
+    for run in earlier.get("runs", []):
+        if run["seed"] in have:
+            continue
+        gap = base_gap(first, run) if first else None
+        record["runs"].append({**run, "merged_from": source, "base_gap": gap})
+        print(f"merged seed {run['seed']} from {source} (largest base difference {gap})")
+
+
+def run_parallel(seeds: list[int], options, args, argv: list[str] | None) -> None:
+    """``--jobs N``: the shared base stages once, then up to N seeds at a time, each in its own
+    process (a small model leaves most of a GPU idle). The caller then collects every seed
+    in-process, which skips the stages done here."""
+    import subprocess
+
+    if args.share_base:
+        run_demo(options(seeds[0], until="eval_base"))
+        for seed in seeds[1:]:
+            share_base(
+                Path(args.output_dir) / f"seed{seeds[0]}", Path(args.output_dir) / f"seed{seed}"
+            )
+    cli = list(sys.argv[1:] if argv is None else argv)
+    base = [sys.executable, sys.argv[0] if argv is None else __file__]
+    keep = []  # drop --seeds/--jobs/--results/--merge-from (and their values) from the child's args
+    skip = False
+    for a in cli:
+        if skip:
+            skip = False
+            continue
+        if a in ("--seeds", "--jobs", "--results", "--merge-from"):
+            skip = True
+            continue
+        if a.split("=", 1)[0] in ("--seeds", "--jobs", "--results", "--merge-from"):
+            continue
+        keep.append(a)
+    logs = Path(args.output_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running = list(seeds), []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            log = open(logs / f"seed{seed}.log", "a", encoding="utf-8")  # noqa: SIM115
+            cmd = [*base, *keep, "--seeds", str(seed), "--results", str(logs / f"seed{seed}.json")]
+            print(f"=== seed {seed}: started (log {log.name}) ===", flush=True)
+            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        seed, proc, log = running.pop(0)
+        proc.wait()
+        log.close()
+        print(f"=== seed {seed}: exit {proc.returncode} ===", flush=True)
+        if proc.returncode:
+            raise SystemExit(f"seed {seed} failed (exit {proc.returncode}); see {log.name}")
+
+
 def _iv(iv: list[float] | None) -> str:
     return "" if not iv else f"[{iv[0]:.3f}, {iv[1]:.3f}]"
 
@@ -252,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="training overrides from a sweep's --pick file (its 'overrides'); --train-set wins",
     )
+    p.add_argument(
+        "--merge-from",
+        default=None,
+        metavar="JSON",
+        help="an earlier results file: its seeds this run lacks join the aggregate (marked)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="seeds trained and evaluated at once (processes)"
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -281,19 +361,24 @@ def main(argv: list[str] | None = None) -> int:
         "target_table": table,
         "runs": [],
     }
+
+    def options(seed: int, **kw) -> DemoOptions:
+        return DemoOptions(
+            output_dir=str(Path(args.output_dir) / f"seed{seed}"), model=args.model, seed=seed,
+            data_seed=data_seed, recipe=recipe, preset=preset,
+            data_dir=args.data_dir, eval_config=eval_config, eval_limit=args.eval_limit,
+            max_new_tokens=args.max_new_tokens, judge=args.judge, dtype=args.dtype,
+            device=args.device, train_set=train_set, progress=not args.no_progress, **kw,
+        )  # fmt: skip
+
+    if args.jobs > 1 and len(seeds) > 1:
+        run_parallel(seeds, options, args, argv)
     for seed in seeds:
         print(f"=== seed {seed} ===", flush=True)
         run_dir = Path(args.output_dir) / f"seed{seed}"
         if args.share_base and seed != seeds[0]:
             share_base(Path(args.output_dir) / f"seed{seeds[0]}", run_dir)
-        opts = DemoOptions(
-            output_dir=str(run_dir), model=args.model, seed=seed, data_seed=data_seed,
-            recipe=recipe, preset=preset,
-            data_dir=args.data_dir, eval_config=eval_config, eval_limit=args.eval_limit,
-            max_new_tokens=args.max_new_tokens, judge=args.judge, dtype=args.dtype,
-            device=args.device, train_set=train_set, progress=not args.no_progress,
-        )  # fmt: skip
-        s = run_demo(opts)
+        s = run_demo(options(seed))
         record["runs"].append(
             {"seed": seed, **{k: s[k] for k in ("run_dir", "eval", "stages", "seconds", "sanity",
                                                  "comparison")},
@@ -301,8 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         record["aggregate"] = aggregate(record["runs"])
         write_json(results, record)
+    if args.merge_from:
+        merge_runs(record, json.loads(Path(args.merge_from).read_text()), args.merge_from)
+        record["seeds"] = [r["seed"] for r in record["runs"]]
+        record["aggregate"] = aggregate(record["runs"])
+        write_json(results, record)
     print()
-    print(markdown(record["aggregate"], len(seeds)))
+    print(markdown(record["aggregate"], len(record["runs"])))
     print(f"\nwrote {results}")
     return 0
 

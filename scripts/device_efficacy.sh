@@ -8,14 +8,16 @@
 #   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), training seed CB_SWEEP_SEED (0),
 #      three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
-#   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), the picked overrides, shared base
-#   4. with CB_ATTACKS="ARGS": benchmarks/attacks.py ARGS on harmful_text, base vs seed CB_ATTACK_SEED (0)
+#   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), CB_JOBS (3) at once, the
+#      picked overrides, shared base
+#   4. with CB_ATTACKS="ARGS": benchmarks/attacks.py ARGS on harmful_text, base (beside step 3)
+#      vs seed CB_ATTACK_SEED (0), each method in its own process
 # Results are copied to $OUT after every call, finished or not.
 set -uo pipefail
 W=/tmp/cbw
 mkdir -p "$W"
 deadline=$(( $(date +%s) + ${CB_DEVICE_SECONDS:-550} ))
-left() { echo $(( deadline - $(date +%s) )); }
+left() { local n=$(( deadline - $(date +%s) )); echo $(( n > 1 ? n : 1 )); }  # timeout 0 = none
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
@@ -75,13 +77,35 @@ else
       --output "$W/sweep_qwen1.json" --resume --pick "$W/pick.json" || { collect; exit 1; }
   sets="--train-set-from $W/pick.json"
 fi
+attack() {  # attack METHOD [--adapter PATH]: one attack run of the benchmark, resumable
+  python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b --suite-file "$W/data/holdout/harmful_text.jsonl" \
+    $CB_ATTACKS --methods "$@" --resume --run-dir "$W/attacks" --output "$W/attacks_$1.json"
+}
+pids=""
+if [ -n "${CB_ATTACKS:-}" ]; then  # the base model's attacks need no adapter: beside the seeds
+  for m in embedding gcg; do
+    echo "== attacks, base, $m, in the background ($(left) s left)"
+    timeout "$(left)" bash -c "$(declare -f attack); W=$W CB_ATTACKS='$CB_ATTACKS' attack $m" \
+      >> "$W/logs/attacks_base_$m.log" 2>&1 &
+    pids="$pids $!"
+  done
+fi
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
     --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
-    --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
+    --jobs ${CB_JOBS:-3} --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
 rc=$?
-if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. adaptive attacks, base vs seed CB_ATTACK_SEED
+[ -n "$pids" ] && wait $pids
+if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. the same attacks on seed CB_ATTACK_SEED, then one table
+  adapter="$W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter"
+  pids=""
+  for m in embedding gcg; do
+    timeout "$(left)" bash -c "$(declare -f attack); W=$W CB_ATTACKS='$CB_ATTACKS' attack $m --adapter $adapter" \
+      >> "$W/logs/attacks_trained_$m.log" 2>&1 &
+    pids="$pids $!"
+  done
+  wait $pids
   step attacks "$W/attacks.done" bash -c "python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b \
-      --adapter $W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter --suite-file $W/data/holdout/harmful_text.jsonl \
+      --adapter $adapter --suite-file $W/data/holdout/harmful_text.jsonl \
       $CB_ATTACKS --resume --run-dir $W/attacks --output $W/attacks_qwen.json && touch $W/attacks.done"
   rc=$?
 fi
