@@ -193,48 +193,53 @@ def merge_runs(record: dict, earlier: dict, source: str) -> None:
         print(f"merged seed {run['seed']} from {source} (largest base difference {gap})")
 
 
+CHILD_FLAGS = ("--seeds", "--jobs", "--results", "--merge-from", "--part")
+
+
 def run_parallel(seeds: list[int], options, args, argv: list[str] | None) -> None:
-    """``--jobs N``: the shared base stages once, then up to N seeds at a time, each in its own
-    process (a small model leaves most of a GPU idle). The caller then collects every seed
+    """``--jobs N``: the data once, then in up to N processes at a time (a small model leaves
+    most of a GPU idle) the base evaluation and each seed's training, sanity and trained eval;
+    with ``--share-base`` every seed gets the one base run. The caller then collects every seed
     in-process, which skips the stages done here."""
     import subprocess
 
+    out = Path(args.output_dir)
+    run_demo(options(seeds[0], until="data"))
     if args.share_base:
-        run_demo(options(seeds[0], until="eval_base"))
         for seed in seeds[1:]:
-            share_base(
-                Path(args.output_dir) / f"seed{seeds[0]}", Path(args.output_dir) / f"seed{seed}"
-            )
-    cli = list(sys.argv[1:] if argv is None else argv)
-    base = [sys.executable, sys.argv[0] if argv is None else __file__]
-    keep = []  # drop --seeds/--jobs/--results/--merge-from (and their values) from the child's args
-    skip = False
-    for a in cli:
-        if skip:
-            skip = False
-            continue
-        if a in ("--seeds", "--jobs", "--results", "--merge-from"):
-            skip = True
-            continue
-        if a.split("=", 1)[0] in ("--seeds", "--jobs", "--results", "--merge-from"):
+            share_base(out / f"seed{seeds[0]}", out / f"seed{seed}")
+    cli, keep, skip = list(sys.argv[1:] if argv is None else argv), [], False
+    for a in cli:  # the child's own --seeds / --results / --part replace these
+        if skip or a in CHILD_FLAGS or a.split("=", 1)[0] in CHILD_FLAGS:
+            skip = not skip and a in CHILD_FLAGS
             continue
         keep.append(a)
-    logs = Path(args.output_dir)
-    logs.mkdir(parents=True, exist_ok=True)
-    pending, running = list(seeds), []
+    if args.share_base:  # one base run, beside the seeds' training (which does not need it)
+        parts = [(seeds[0], "base")] + [(seed, "trained") for seed in seeds]
+    else:
+        parts = [(seed, "all") for seed in seeds]
+    pending, running = list(parts), []
     while pending or running:
-        while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            log = open(logs / f"seed{seed}.log", "a", encoding="utf-8")  # noqa: SIM115
-            cmd = [*base, *keep, "--seeds", str(seed), "--results", str(logs / f"seed{seed}.json")]
-            print(f"=== seed {seed}: started (log {log.name}) ===", flush=True)
-            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
-        seed, proc, log = running.pop(0)
+        while pending and len(running) < args.jobs + (1 if args.share_base else 0):
+            seed, part = pending.pop(0)
+            log = open(out / f"seed{seed}_{part}.log", "a", encoding="utf-8")  # noqa: SIM115
+            cmd = [sys.executable, __file__, *keep, "--seeds", str(seed), "--part", part,
+                   "--results", str(out / f"seed{seed}_{part}.json")]  # fmt: skip
+            print(f"=== seed {seed}, {part}: started (log {log.name}) ===", flush=True)
+            running.append(
+                (seed, part, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+            )
+        seed, part, proc, log = running.pop(0)
         proc.wait()
         log.close()
-        print(f"=== seed {seed}: exit {proc.returncode} ===", flush=True)
+        print(f"=== seed {seed}, {part}: exit {proc.returncode} ===", flush=True)
         if proc.returncode:
-            raise SystemExit(f"seed {seed} failed (exit {proc.returncode}); see {log.name}")
+            raise SystemExit(
+                f"seed {seed} ({part}) failed (exit {proc.returncode}); see {log.name}"
+            )
+    if args.share_base:
+        for seed in seeds[1:]:
+            share_base(out / f"seed{seeds[0]}", out / f"seed{seed}")
 
 
 def _iv(iv: list[float] | None) -> str:
@@ -332,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--jobs", type=int, default=1, help="seeds trained and evaluated at once (processes)"
     )
+    p.add_argument(
+        "--part", default="all", choices=["all", "base", "trained"], help=argparse.SUPPRESS
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -371,6 +379,15 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, train_set=train_set, progress=not args.no_progress, **kw,
         )  # fmt: skip
 
+    if args.part != "all":  # one process of --jobs: the base eval, or a seed without it
+        seed = seeds[0]
+        kw = (
+            {"until": "eval_base"}
+            if args.part == "base"
+            else {"until": "eval_trained", "skip": ("eval_base",)}
+        )
+        run_demo(options(seed, **kw))
+        return 0
     if args.jobs > 1 and len(seeds) > 1:
         run_parallel(seeds, options, args, argv)
     for seed in seeds:

@@ -58,6 +58,7 @@ class DemoOptions:
     sanity_min_pass_rate: float = 0.8
     redo: tuple[str, ...] = ()
     until: str | None = None
+    skip: tuple[str, ...] = ()  # stages another process runs (benchmarks/efficacy.py --jobs)
     progress: bool = True
 
 
@@ -77,6 +78,7 @@ class Demo(StageGraph):
             say=say or (lambda text: print(text, flush=True)),
             redo=opts.redo,
             until=opts.until,
+            skip=opts.skip,
         )
         self.o = opts
         self._configs: dict[str, dict] = {}
@@ -96,7 +98,7 @@ class Demo(StageGraph):
             raise InputError("must be between 0 and 1", field="sanity-min-pass-rate")
         if o.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"unknown device {o.device!r} (auto | cpu | cuda)", field="device")
-        for s in (*o.redo, *([o.until] if o.until else [])):
+        for s in (*o.redo, *o.skip, *([o.until] if o.until else [])):
             if s not in STAGES and s != "all":
                 raise InputError(
                     f"unknown stage {s!r} (stages: {', '.join(STAGES)})", field="redo/until"

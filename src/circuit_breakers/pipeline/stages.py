@@ -130,12 +130,14 @@ class StageGraph:
         say: Callable[[str], None],
         redo: tuple[str, ...] = (),
         until: str | None = None,
+        skip: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.runners = runners
         self.say = say
         self.redo = redo
         self.until = until
+        self.skip = skip  # stages left out of this run (another process runs them)
         self.markers: dict[str, dict] = {}
         self.hashes: dict[str, str] = {}
         self.status: dict[str, str] = {}
@@ -195,6 +197,10 @@ class StageGraph:
         for i, stage in enumerate(stages, start=1):
             tag = f"[{i}/{len(stages)}] {stage}"
             ups = UPSTREAM[stage]
+            if stage in self.skip:
+                self.status[stage] = "not run"
+                self.say(f"{tag}: left to another process")
+                continue
             if any(self.status.get(u) not in ("ran", "skipped") for u in ups):
                 self.status[stage] = "blocked"
                 continue
