@@ -17,6 +17,11 @@ report); a rerun skips what is complete, like ``cb demo``. ``--data-dir`` uses o
 for every seed instead (only the training seed varies; the base numbers are then the same for
 each seed). The other flags pass through to ``cb demo``.
 
+``--jobs N`` runs the base evaluation and up to N seeds at once, one process each (a 0.5B model
+leaves most of a GPU idle). ``--merge-from OLD.json`` adds the seeds of an earlier results file
+that this run lacks (same model, preset and overrides), each marked with ``merged_from`` and
+``base_gap``, its largest difference from this run's base numbers.
+
 Writes ``--results`` (default ``benchmarks/results/efficacy.json``) after each seed: the command,
 the device, each seed's summary (comparison, targets, stage times) and the aggregate; prints a
 markdown table per suite and one of the targets.

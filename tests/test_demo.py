@@ -125,6 +125,21 @@ def test_until_stops_early(tmp_path):
     assert summary["stages"]["sanity"]["status"] == "not reached"
 
 
+def test_skip_leaves_a_stage_to_another_process(tmp_path):
+    # efficacy.py --jobs: one process evaluates the base model while another trains; a later
+    # full run finds both stages complete and only writes the report
+    calls: list[str] = []
+    _run(tmp_path, calls, until="eval_trained", skip=("eval_base",))
+    assert calls == ["data", "train", "sanity", "eval_trained"]
+    _run(tmp_path, calls, until="eval_base")
+    assert calls == ["eval_base"]
+    summary = _run(tmp_path, calls)
+    assert calls == ["report"]
+    assert all(summary["stages"][s]["status"] == "skipped" for s in STAGES[:-1])
+    with pytest.raises(Exception, match="unknown stage 'evil'"):
+        _run(tmp_path, calls, skip=("evil",))
+
+
 def test_bad_options_exit_2_before_any_work(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["demo", "--output-dir", str(out), "--train-set", "lerning_rate=0.1"]) == 2
