@@ -214,7 +214,7 @@ def run_parallel(seeds: list[int], options, args, argv: list[str] | None) -> Non
         for seed in seeds[1:]:
             share_base(out / f"seed{seeds[0]}", out / f"seed{seed}")
     cli, keep, skip = list(sys.argv[1:] if argv is None else argv), [], False
-    for a in cli:  # the child's own --seeds / --results / --part replace these
+    for a in cli:  # the child gets its own --seeds and --part, and writes no results file
         if skip or a in CHILD_FLAGS or a.split("=", 1)[0] in CHILD_FLAGS:
             skip = not skip and a in CHILD_FLAGS
             continue
@@ -228,8 +228,7 @@ def run_parallel(seeds: list[int], options, args, argv: list[str] | None) -> Non
         while pending and len(running) < args.jobs + (1 if args.share_base else 0):
             seed, part = pending.pop(0)
             log = open(out / f"seed{seed}_{part}.log", "a", encoding="utf-8")  # noqa: SIM115
-            cmd = [sys.executable, __file__, *keep, "--seeds", str(seed), "--part", part,
-                   "--results", str(out / f"seed{seed}_{part}.json")]  # fmt: skip
+            cmd = [sys.executable, __file__, *keep, "--seeds", str(seed), "--part", part]
             print(f"=== seed {seed}, {part}: started (log {log.name}) ===", flush=True)
             running.append(
                 (seed, part, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
