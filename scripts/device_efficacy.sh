@@ -81,15 +81,18 @@ attack() {  # attack METHOD [--adapter PATH]: one attack run of the benchmark, r
   python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b --suite-file "$W/data/holdout/harmful_text.jsonl" \
     $CB_ATTACKS --methods "$@" --resume --run-dir "$W/attacks" --output "$W/attacks_$1.json"
 }
-pids=""
-if [ -n "${CB_ATTACKS:-}" ]; then  # the base model's attacks need no adapter: beside the seeds
+attacks_bg() {  # attacks_bg VARIANT [--adapter PATH]: each method in its own background process
+  local variant=$1 m; shift
+  pids=""
   for m in embedding gcg; do
-    echo "== attacks, base, $m, in the background ($(left) s left)"
-    timeout "$(left)" bash -c "$(declare -f attack); W=$W CB_ATTACKS='$CB_ATTACKS' attack $m" \
-      >> "$W/logs/attacks_base_$m.log" 2>&1 &
+    echo "== attacks, $variant, $m, in the background ($(left) s left)"
+    timeout "$(left)" bash -c "$(declare -f attack); W=$W CB_ATTACKS='$CB_ATTACKS' attack $m $*" \
+      >> "$W/logs/attacks_${variant}_$m.log" 2>&1 &
     pids="$pids $!"
   done
-fi
+}
+pids=""
+[ -n "${CB_ATTACKS:-}" ] && attacks_bg base  # the base model's attacks need no adapter: beside the seeds
 step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
     --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
     --jobs ${CB_JOBS:-3} --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
@@ -97,12 +100,7 @@ rc=$?
 [ -n "$pids" ] && wait $pids
 if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. the same attacks on seed CB_ATTACK_SEED, then one table
   adapter="$W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter"
-  pids=""
-  for m in embedding gcg; do
-    timeout "$(left)" bash -c "$(declare -f attack); W=$W CB_ATTACKS='$CB_ATTACKS' attack $m --adapter $adapter" \
-      >> "$W/logs/attacks_trained_$m.log" 2>&1 &
-    pids="$pids $!"
-  done
+  attacks_bg trained --adapter "$adapter"
   wait $pids
   step attacks "$W/attacks.done" bash -c "python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b \
       --adapter $adapter --suite-file $W/data/holdout/harmful_text.jsonl \

@@ -101,7 +101,7 @@ class Demo(StageGraph):
         for s in (*o.redo, *o.skip, *([o.until] if o.until else [])):
             if s not in STAGES and s != "all":
                 raise InputError(
-                    f"unknown stage {s!r} (stages: {', '.join(STAGES)})", field="redo/until"
+                    f"unknown stage {s!r} (stages: {', '.join(STAGES)})", field="redo/until/skip"
                 )
         for key in o.train_set:
             if key in SET_BY_DEMO:
