@@ -3,6 +3,9 @@
 # only while it stays warm, so the calls go back to back). Each call is one of:
 #   bash scripts/device_efficacy.sh chunk N      write .carry/chunk as chunk N of the tar (device_pack.sh)
 #   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
+#   bash scripts/device_efficacy.sh adapter SEED  seed SEED's trained adapter to $OUT in 15 MiB
+#                                                pieces (a returned file is <= 16 MiB); join here
+#                                                with cat adapter_seedSEED.tar.* | tar -x
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
 #   1. cb data build --recipe qwen                          -> data/
 #   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), training seed CB_SWEEP_SEED (0),
@@ -34,8 +37,14 @@ chunk)  # chunk N: written at its own offset, so a resent or reordered chunk lan
   dd if=.carry/chunk of="$W/blob.tar" bs=1M seek=$(( 10#${2:?chunk index} * ${CHUNK_MIB:-58} )) \
     conv=notrunc status=none && stat -c '%s bytes so far' "$W/blob.tar"
   exit ;;
+adapter)
+  a="$W/runs/seed${2:?seed}/train/adapter"
+  [ -d "$a" ] || { echo "no adapter at $a" >&2; exit 2; }
+  tar -C "$W/runs/seed$2/train" -cf - adapter | split -b 15m -d -a 1 - "$OUT/adapter_seed$2.tar."
+  (cd "$OUT" && sha256sum adapter_seed"$2".tar.* && cat adapter_seed"$2".tar.* | sha256sum)
+  exit ;;
 run) want=${2:?sha256 of the tar} ;;
-*) echo "usage: $0 chunk | run SHA256" >&2; exit 2 ;;
+*) echo "usage: $0 chunk N | run SHA256 | adapter SEED" >&2; exit 2 ;;
 esac
 
 if [ ! -f "$W/unpacked" ]; then
