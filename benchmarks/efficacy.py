@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_demo(options(seed, **kw))
         return 0
-    if args.jobs > 1 and len(seeds) > 1:
+    if args.jobs > 1 and (len(seeds) > 1 or args.share_base):  # one seed: its base eval beside it
         run_parallel(seeds, options, args, argv)
     for seed in seeds:
         print(f"=== seed {seed} ===", flush=True)
