@@ -80,6 +80,7 @@ class TargetTable:
     over_refusal: tuple[str, float]
     benign_nll: tuple[str, float]
     time: bool  # the demo's wall-time budget is a target
+    sanity_all_coherent: bool = False  # the sanity target needs every answer coherent
 
 
 RULE_KINDS = ("ratio", "reduction", "min_minus", "max_plus")
@@ -99,6 +100,7 @@ def load_tables(path: str | Path = TARGETS_FILE) -> tuple[dict[str, TargetTable]
             **{key: (spec[key][0], float(spec[key][1])) for key in _RULES},
             agentic_free_required=bool(spec["agentic_free_required"]),
             time=spec["time_budget_s"] is not None,
+            sanity_all_coherent=bool(spec.get("sanity_all_coherent", False)),
         )
         if name == "demo":
             budget = float(spec["time_budget_s"])
@@ -118,13 +120,15 @@ def check_targets(
     trained: dict | None,
     *,
     sanity_ok: bool | None = None,
+    sanity_coherent: tuple[int, int] | None = None,
     pipeline_seconds: float | None = None,
     budget_s: float = TIME_BUDGET_S,
     table: TargetTable = DEMO_TARGETS,
 ) -> list[dict]:
     """The targets of ``table``, one row each: ``{target, suite, metric, base, trained, limit, pass,
     required}``. ``pass`` is None where a number is missing. Free-mode agentic rows are
-    reported (``required`` False), forced mode decides."""
+    reported (``required`` False), forced mode decides. With ``table.sanity_all_coherent`` the
+    sanity row needs ``sanity_coherent`` (coherent, total) to be all of them."""
     rows: list[dict] = []
     sb = (base or {}).get("suites", {})
     st = (trained or {}).get("suites", {})
@@ -166,15 +170,23 @@ def check_targets(
             add(suite, "over_refusal_rate", *t.over_refusal)
         elif stype == "benign_text":
             add(suite, "benign_nll", *t.benign_nll)
+    sanity_text, sanity_pass, sanity_n = "cb sanity passes", sanity_ok, None
+    if table.sanity_all_coherent:
+        sanity_text = "cb sanity passes, every answer coherent"
+        if sanity_coherent is None:
+            sanity_pass = None
+        else:
+            sanity_n = sanity_coherent[0]
+            sanity_pass = bool(sanity_ok) and sanity_coherent[0] == sanity_coherent[1]
     rows.append(
         {
-            "target": "cb sanity passes",
+            "target": sanity_text,
             "suite": "sanity",
             "metric": "coherent",
             "base": None,
-            "trained": None,
-            "limit": None,
-            "pass": sanity_ok,
+            "trained": sanity_n,
+            "limit": None if sanity_coherent is None else sanity_coherent[1],
+            "pass": sanity_pass,
             "required": True,
         }
     )
