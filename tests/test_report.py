@@ -284,7 +284,9 @@ def test_efficacy_table_requires_free_mode_injection():
 
 def test_efficacy_sanity_needs_every_answer_coherent():
     def sanity(table, **kw):
-        return next(r for r in check_targets(None, None, table=table, **kw) if r["suite"] == "sanity")
+        return next(
+            r for r in check_targets(None, None, table=table, **kw) if r["suite"] == "sanity"
+        )
 
     # cb sanity's own rule (>= 80 % coherent) passes 9/10; the efficacy table asks for 10/10
     assert sanity(DEMO_TARGETS, sanity_ok=True, sanity_coherent=(9, 10))["pass"] is True
