@@ -291,3 +291,37 @@ def test_cb_report_shows_attack_folders(files, capsys):
     page = (run / "report" / "report.html").read_text()
     assert "Adaptive attacks" in page and "attack_base_embedding" in page
     assert "attack success" in page
+
+
+def test_attacks_benchmark_resume_keeps_only_a_run_with_the_same_budget(tmp_path, capsys):
+    # benchmarks/attacks.py --resume reuses a finished run folder; one made with another budget
+    # (here: a norm bound) must not be reported under this run's settings
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "attacks.py"
+    spec = importlib.util.spec_from_file_location("attacks_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--suite-file", str(tmp_path / "s.jsonl"), "--methods", "embedding", "--budget", "100"]
+    argv += ["--resume", "--run-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o.json")]
+    bounded = bench._config(bench.parse_args([*argv, "--norm-bound", "0.5"]), "embedding")
+    run_dir = tmp_path / "runs" / "smollm2_base_embedding"
+    run_dir.mkdir(parents=True)
+    suite = {"n": 4, "successes": 3, "attack_success_rate": 0.75,
+             "attack_success_rate_ci95": [0.3, 0.95], "mean_steps_to_success": 25,
+             "mean_final_loss": 0.1}  # fmt: skip
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "config": {"budget": bounded.budget(), "constraint": "l2<=0.5"},
+                "timing": {"seconds": 9.0},
+                "suites": {"harmful_text": suite},
+            }
+        )  # fmt: skip
+    )
+    assert bench.main(argv) == 2  # unconstrained asked, bounded found
+    assert "norm_bound" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
+    assert bench.main([*argv, "--norm-bound", "0.5"]) == 0
+    (row,) = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert (row["successes"], row["budget"]["norm_bound"]) == (3, 0.5)
