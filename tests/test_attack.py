@@ -318,7 +318,7 @@ def test_attacks_benchmark_resume_keeps_only_a_run_with_the_same_budget(tmp_path
                 "timing": {"seconds": 9.0},
                 "suites": {"harmful_text": suite},
             }
-        )  # fmt: skip
+        )
     )
     assert bench.main(argv) == 2  # unconstrained asked, bounded found
     assert "norm_bound" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
