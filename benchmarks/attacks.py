@@ -205,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         model = tok = None
         for method in methods:
             run_dir = Path(args.run_dir) / f"{safe}_{variant}_{method}"
+            config = _config(args, method)
             if args.resume and (run_dir / "results.json").exists():
                 res = json.loads((run_dir / "results.json").read_text())
-                if res["config"].get("budget") != _config(args, method).budget():
-                    print(f"error: --resume: {run_dir} ran with budget {res['config'].get('budget')}"
-                          f", not {_config(args, method).budget()}; use another --run-dir",
-                          file=sys.stderr)  # fmt: skip
+                if (had := res["config"].get("budget")) != config.budget():
+                    print(f"error: --resume: {run_dir} ran with budget {had}, not "
+                          f"{config.budget()}; use another --run-dir", file=sys.stderr)  # fmt: skip
                     return 2
                 rows.append(_row(variant, method, res, res["timing"]["seconds"]))
                 print(f"{run_dir}: done before, kept", flush=True)
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 adapter,
                 suite,
                 run_dir,
-                _config(args, method),
+                config,
                 model=model,
                 tokenizer=tok,
                 judge=args.judge,

@@ -142,23 +142,25 @@ def tool_accuracy_by_source(samples_file: Path) -> dict:
     }  # fmt: skip
 
 
-def _sanity_counts(sanity: dict | None) -> tuple[int, int] | None:
-    return (sanity["coherent"], sanity["total"]) if sanity and "total" in sanity else None
+def _sanity_args(sanity: dict | None) -> dict:
+    """check_targets' sanity arguments from a ``sanity.json`` (or a record's copy of it)."""
+    if not sanity:
+        return {"sanity_ok": None, "sanity_coherent": None}
+    counts = (sanity["coherent"], sanity["total"]) if "total" in sanity else None
+    return {"sanity_ok": sanity.get("ok"), "sanity_coherent": counts}
+
+
+def _met(targets: list[dict]) -> int:
+    return sum(1 for t in targets if t["required"] and t["pass"])
 
 
 def recheck_sanity(run: dict, table_name: str) -> dict:
     """An earlier seed's record with its sanity target re-checked under ``table_name`` (the
     table may have changed since; the sanity counts are in the record)."""
-    sanity = run.get("sanity")
-    row = next(
-        t for t in check_targets(
-            None, None, sanity_ok=sanity.get("ok") if sanity else None,
-            sanity_coherent=_sanity_counts(sanity), table=TABLES[table_name],
-        ) if t["suite"] == "sanity"
-    )  # fmt: skip
+    rows = check_targets(None, None, **_sanity_args(run.get("sanity")), table=TABLES[table_name])
+    row = next(t for t in rows if t["suite"] == "sanity")
     targets = [row if t["suite"] == "sanity" else t for t in run.get("targets", [])]
-    met = sum(1 for t in targets if t["required"] and t["pass"])
-    return {**run, "targets": targets, "targets_met": met}
+    return {**run, "targets": targets, "targets_met": _met(targets)}
 
 
 def analyse_run(run_dir: Path, table_name: str) -> dict:
@@ -166,13 +168,10 @@ def analyse_run(run_dir: Path, table_name: str) -> dict:
     base = _read_json(run_dir / "eval_base" / "results.json")
     trained = _read_json(run_dir / "eval_trained" / "results.json")
     sanity = _read_json(run_dir / "sanity" / "sanity.json")
-    targets = check_targets(
-        base, trained, sanity_ok=sanity.get("ok") if sanity else None,
-        sanity_coherent=_sanity_counts(sanity), table=TABLES[table_name],
-    )  # fmt: skip
+    targets = check_targets(base, trained, **_sanity_args(sanity), table=TABLES[table_name])
     return {
         "targets": targets,
-        "targets_met": sum(1 for t in targets if t["required"] and t["pass"]),
+        "targets_met": _met(targets),
         "targets_required": sum(1 for t in targets if t["required"]),
         "n": {k: v.get("n") for k, v in ((base or trained or {}).get("suites") or {}).items()},
         "intervals": {"base": intervals(base), "trained": intervals(trained)},

@@ -80,7 +80,7 @@ class TargetTable:
     over_refusal: tuple[str, float]
     benign_nll: tuple[str, float]
     time: bool  # the demo's wall-time budget is a target
-    sanity_all_coherent: bool = False  # the sanity target needs every answer coherent
+    sanity_all_coherent: bool  # the sanity target needs every answer coherent
 
 
 RULE_KINDS = ("ratio", "reduction", "min_minus", "max_plus")
@@ -100,7 +100,7 @@ def load_tables(path: str | Path = TARGETS_FILE) -> tuple[dict[str, TargetTable]
             **{key: (spec[key][0], float(spec[key][1])) for key in _RULES},
             agentic_free_required=bool(spec["agentic_free_required"]),
             time=spec["time_budget_s"] is not None,
-            sanity_all_coherent=bool(spec.get("sanity_all_coherent", False)),
+            sanity_all_coherent=bool(spec["sanity_all_coherent"]),
         )
         if name == "demo":
             budget = float(spec["time_budget_s"])
