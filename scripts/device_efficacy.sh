@@ -3,7 +3,8 @@
 # only while it stays warm, so the calls go back to back). Each call is one of:
 #   bash scripts/device_efficacy.sh chunk N      write .carry/chunk as chunk N of the tar (device_pack.sh)
 #   bash scripts/device_efficacy.sh run SHA256   unpack once, then resume the plan below
-#   bash scripts/device_efficacy.sh adapter SEED  seed SEED's trained adapter to $OUT in 15 MiB
+#   bash scripts/device_efficacy.sh adapter SEED [RUNS]  seed SEED's trained adapter (of RUNS/,
+#                                                default runs/) to $OUT in 15 MiB
 #                                                pieces (a returned file is <= 16 MiB); join here
 #                                                with cat adapter_seedSEED.tar.* | tar -x
 # The plan, each step skipped once done, all under /tmp/cbw (resumable across calls):
@@ -12,7 +13,9 @@
 #      three suites, --pick
 #      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), CB_JOBS (3) at once, the
-#      picked overrides, shared base
+#      picked overrides, shared base; with CB_RECIPES="a b" (and CB_NO_SWEEP=1) one such run per
+#      name at the same time, each with its own CB_SETS_<name>, in runs_<name>/ ->
+#      efficacy_<name>.json (default: one run in runs/ -> efficacy_qwen.json)
 #   4. with CB_ATTACKS="ARGS": benchmarks/attacks.py ARGS on harmful_text, base (beside step 3)
 #      vs seed CB_ATTACK_SEED (0), each method in its own process
 # Results are copied to $OUT after every call, finished or not.
@@ -24,11 +27,11 @@ left() { local n=$(( deadline - $(date +%s) )); echo $(( n > 1 ? n : 1 )); }  # 
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  cp "$W"/efficacy_qwen.json "$W"/sweep_qwen1.json "$W"/pick.json "$W"/attacks_qwen.json "$OUT"/ 2>/dev/null
+  cp "$W"/efficacy_*.json "$W"/sweep_qwen1.json "$W"/pick.json "$W"/attacks_qwen.json "$OUT"/ 2>/dev/null
   cp "$W"/data/stats.json "$OUT"/data_stats.json 2>/dev/null
   [ -f "$W/data/stats.json" ] && tar -C "$W" -czf "$OUT/data.tgz" data 2>/dev/null
   (cd "$W" && tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='checkpoints' \
-      --exclude='train.jsonl' runs sweep/*/metrics.jsonl sweep/*/eval/samples.jsonl attacks logs 2>/dev/null)
+      --exclude='train.jsonl' runs* sweep/*/metrics.jsonl sweep/*/eval/samples.jsonl attacks logs 2>/dev/null)
   true
 }
 
@@ -37,10 +40,10 @@ chunk)  # chunk N: written at its own offset, so a resent or reordered chunk lan
   dd if=.carry/chunk of="$W/blob.tar" bs=1M seek=$(( 10#${2:?chunk index} * ${CHUNK_MIB:-58} )) \
     conv=notrunc status=none && stat -c '%s bytes so far' "$W/blob.tar"
   exit ;;
-adapter)
-  a="$W/runs/seed${2:?seed}/train/adapter"
+adapter)  # adapter SEED [RUNS_DIR]
+  a="$W/${3:-runs}/seed${2:?seed}/train/adapter"
   [ -d "$a" ] || { echo "no adapter at $a" >&2; exit 2; }
-  tar -C "$W/runs/seed$2/train" -cf - adapter | split -b 15m -d -a 1 - "$OUT/adapter_seed$2.tar."
+  tar -C "$W/${3:-runs}/seed$2/train" -cf - adapter | split -b 15m -d -a 1 - "$OUT/adapter_seed$2.tar."
   (cd "$OUT" && sha256sum adapter_seed"$2".tar.* && cat adapter_seed"$2".tar.* | sha256sum)
   exit ;;
 run) want=${2:?sha256 of the tar} ;;
@@ -102,13 +105,29 @@ attacks_bg() {  # attacks_bg VARIANT [--adapter PATH]: each method in its own ba
 }
 pids=""
 [ -n "${CB_ATTACKS:-}" ] && attacks_bg base  # the base model's attacks need no adapter: beside the seeds
-step efficacy "$W/efficacy.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
-    --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $sets ${CB_EFF_ARGS:-} \
-    --jobs ${CB_JOBS:-3} --output-dir $W/runs --results $W/efficacy_qwen.json && touch $W/efficacy.done"
-rc=$?
+efficacy() {  # efficacy RUNS_DIR RESULTS SETS...: one efficacy run of all seeds, resumable
+  local runs=$1 results=$2; shift 2
+  step "efficacy_$runs" "$W/$runs.done" bash -c "python3 benchmarks/efficacy.py --model qwen2.5-coder-0.5b \
+    --seeds ${CB_SEEDS:-0,1,2} --share-base --data-dir $W/data --dtype float32 --no-progress $* ${CB_EFF_ARGS:-} \
+    --jobs ${CB_JOBS:-3} --output-dir $W/$runs --results $W/$results && touch $W/$runs.done"
+}
+if [ -z "${CB_RECIPES:-}" ]; then
+  efficacy runs efficacy_qwen.json "$sets"
+  rc=$?
+else
+  rpids=""
+  for r in $CB_RECIPES; do
+    v="CB_SETS_$r"
+    efficacy "runs_$r" "efficacy_$r.json" \
+      "$(for kv in ${!v:-}; do printf -- '--train-set %s ' "$kv"; done)" &
+    rpids="$rpids $!"
+  done
+  rc=0
+  for p in $rpids; do wait "$p" || rc=1; done
+fi
 [ -n "$pids" ] && wait $pids
 if [ $rc = 0 ] && [ -n "${CB_ATTACKS:-}" ]; then  # 4. the same attacks on seed CB_ATTACK_SEED, then one table
-  adapter="$W/runs/seed${CB_ATTACK_SEED:-0}/train/adapter"
+  adapter="$W/${CB_ATTACK_RUNS:-runs}/seed${CB_ATTACK_SEED:-0}/train/adapter"
   attacks_bg trained --adapter "$adapter"
   wait $pids
   step attacks "$W/attacks.done" bash -c "python3 benchmarks/attacks.py --model qwen2.5-coder-0.5b \

@@ -303,3 +303,49 @@ def test_bad_arguments_raise():
         reroute_loss(h, h, mask, weights=torch.tensor([-1.0]))
     with pytest.raises(ValueError, match="all sample weights are 0"):
         retain_loss(h, h, mask, weights=torch.tensor([0.0]))
+
+
+def _rr_grad(h, h0, variant):
+    h = h.clone().requires_grad_()
+    loss, stats = reroute_loss(
+        h[None, None], h0[None, None], ones_mask(1, h.shape[0]), variant=variant
+    )
+    (grad,) = torch.autograd.grad(loss, h)
+    return loss.item(), grad, stats
+
+
+@pytest.mark.parametrize(
+    ("h", "degrees", "expected"),
+    [((1.0, 0.0), 0, 1.0), ((1.0, 1.0), 45, 0.5), ((0.0, 3.0), 90, 0.0), ((-1.0, 1.0), 135, 0.0)],
+)
+def test_angle_loss_by_hand(h, degrees, expected):
+    # h0 = (2, 0): ReLU(1 - 2 theta / pi)
+    loss, _, stats = _rr_grad(torch.tensor([h]), torch.tensor([[2.0, 0.0]]), "angle")
+    assert loss == pytest.approx(expected, abs=1e-6)
+    assert stats["angle_deg_mean"].item() == pytest.approx(degrees, abs=1e-4)
+
+
+def test_angle_gradient_does_not_vanish_at_the_start():
+    # h = h0 + (0, delta), |h0| = 2. Cosine: d cos / d delta = -2 delta / (4 + delta^2)^1.5,
+    # ~ -delta / 4, vanishing with the change; angle: d/d delta (1 - (2/pi) atan(delta / 2))
+    # = -(1/pi) / (1 + delta^2 / 4), ~ -1/pi whatever delta is.
+    h0 = torch.tensor([[2.0, 0.0]])
+    for delta in (1e-4, 1e-2, 0.5):
+        h = torch.tensor([[2.0, delta]])
+        _, g_cos, _ = _rr_grad(h, h0, "cosine")
+        _, g_ang, _ = _rr_grad(h, h0, "angle")
+        assert g_cos[0, 1].item() == pytest.approx(-2 * delta / (4 + delta**2) ** 1.5, rel=1e-3)
+        assert g_ang[0, 1].item() == pytest.approx(-(1 / math.pi) / (1 + delta**2 / 4), rel=1e-3)
+    # an adapter that has not moved yet (h == h0): finite, not NaN
+    loss, g, _ = _rr_grad(h0.clone(), h0, "angle")
+    assert loss == pytest.approx(1.0) and bool(torch.isfinite(g).all())
+
+
+def test_angle_no_massive_ignores_the_massive_dims():
+    # dim 0 is "massive": only dims 1-2 count, where h0 = (1, 0) and h = (1, 1): 45 degrees
+    h0 = torch.tensor([[[[100.0, 1.0, 0.0]]]])
+    h = torch.tensor([[[[-50.0, 1.0, 1.0]]]])
+    loss, stats = reroute_loss(h, h0, ones_mask(1, 1), variant="angle_no_massive", massive_dims=[0])
+    assert loss.item() == pytest.approx(0.5, abs=1e-6)
+    assert stats["cos_sim_mean"].item() == pytest.approx(math.sqrt(0.5), abs=1e-6)
+    assert stats["cos_sim_plain_mean"].item() < 0  # the plain cosine sees the massive dim flip

@@ -10,6 +10,8 @@ them through :func:`knob`, which gives the default when it is handed a plain
 * ``lora_skip_massive_inputs``: keep the ``lora_A`` columns that read the massive dims at zero.
 * ``alpha_decay``: a linear decay of ``cs`` in the ``single`` schedule.
 * ``reroute_variant: cosine_normalized``: cosine after an RMS normalisation per dim.
+* ``reroute_variant: angle`` / ``angle_no_massive``: the angle instead of the cosine, whose
+  gradient does not vanish at the start (see :mod:`.losses`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any, Literal
 
 from circuit_breakers.training.config import CircuitBreakerConfig
 
-ExperimentalRerouteVariant = Literal["cosine", "cosine_no_massive", "cosine_normalized"]
+ExperimentalRerouteVariant = Literal[
+    "cosine", "cosine_no_massive", "cosine_normalized", "angle", "angle_no_massive"
+]
 
 
 @dataclass
@@ -27,7 +31,8 @@ class ExperimentalConfig(CircuitBreakerConfig):
     reroute_variant: ExperimentalRerouteVariant = field(
         default="cosine",
         metadata={
-            "help": "cosine | cosine_no_massive | cosine_normalized (experimental; see "
+            "help": "cosine | cosine_no_massive | cosine_normalized | angle | angle_no_massive "
+            "(the last three experimental; see "
             "training/losses.py)."
         },
     )

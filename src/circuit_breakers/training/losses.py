@@ -37,6 +37,17 @@ token, ``<|im_start|>``, which is never in a loss mask.) Hence:
   at the typical harmful representation. It also works for a single masked token, where the
   centred vector is 0. Unrelated-token cosine on SmolLM2 is ~0.1. The RMS is a statistic of
   the batch, so this variant (alone) depends on how samples are grouped into micro-batches.
+- reroute ``angle`` / ``angle_no_massive``: ``ReLU(1 - 2 theta / pi)`` with ``theta`` the angle
+  between ``h`` and ``h0`` (after zeroing the massive dims for the second). Same zero set as
+  ``ReLU(cos)`` (``theta >= 90`` degrees) and the same value range, but a different start.
+  Around ``h = h0 + d``, ``1 - cos ~ |d_perp|^2 / (2 |h0|^2)`` is *quadratic* in the orthogonal
+  part of the change, so the cosine's gradient vanishes as the adapter's change does, and the
+  retain loss (an L2 norm, whose gradient has a constant size) wins near the start: training
+  sits at cosine ~1 until, at a seed-dependent step, the harmful change has grown enough to
+  escape and the cosine drops within a few steps (the "switch" of docs/experiments/qwen_gpu.md).
+  ``theta ~ |d_perp| / |h0|`` is *linear*, so its gradient has a constant size from the first
+  step. ``theta`` is computed as ``atan2(|h_perp|, h . h0_hat)``, exact near 0 in float32 where
+  ``arccos(cos)`` has a resolution of ~5e-4 rad.
 - retain ``l2_relative``: ``||h - h0|| / (||h0|| + eps)``, scale-free: an L2 of 10 means little
   at token norms ~200 (SmolLM2) and a lot at ~9 (Llama-3 mid layers).
 - retain ``l2_no_massive`` / ``l2_relative_no_massive``: the same with massive dims zeroed.
@@ -44,12 +55,19 @@ token, ``<|im_start|>``, which is never in a loss mask.) Hence:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-REROUTE_VARIANTS: tuple[str, ...] = ("cosine", "cosine_no_massive", "cosine_normalized")
+REROUTE_VARIANTS: tuple[str, ...] = (
+    "cosine",
+    "cosine_no_massive",
+    "cosine_normalized",
+    "angle",
+    "angle_no_massive",
+)
 RETAIN_VARIANTS: tuple[str, ...] = (
     "l2",
     "l2_relative",
@@ -63,6 +81,7 @@ RETAIN_VARIANTS: tuple[str, ...] = (
 DEFAULT_MASSIVE_RATIO = 20.0
 
 _EPS = 1e-8
+_TINY = 1e-30  # inside the sqrt of |a_perp|: float32 keeps it (min normal 1.2e-38)
 
 
 def stack_layers(states: dict[int, Tensor], layers: Sequence[int]) -> Tensor:
@@ -106,21 +125,23 @@ def reroute_loss(
     massive_dims: Sequence[int] | None = None,
     massive_ratio: float = DEFAULT_MASSIVE_RATIO,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Masked weighted mean of ``ReLU(cos(h, h0))`` over tokens x layers.
+    """Masked weighted mean of ``ReLU(cos(h, h0))`` (or ``ReLU(1 - 2 theta / pi)``) over tokens x layers.
 
     Pushes the trained model's representations of harmful completions to be orthogonal to (or
     opposite from) the frozen model's. ``h0`` is detached. ``massive_dims`` is used only by
-    ``cosine_no_massive`` (``None`` there = detect with ``massive_ratio``).
+    the ``*_no_massive`` variants (``None`` there = detect with ``massive_ratio``).
 
-    Stats (detached, float32): ``cos_sim_mean``, the unweighted masked mean of the cosine the
-    loss uses (before ReLU); for the other variants also ``cos_sim_plain_mean``, the plain
-    cosine, so runs with different variants stay comparable; ``n_massive_dims`` with
-    ``cosine_no_massive``.
+    Stats (detached, float32): ``cos_sim_mean``, the unweighted masked mean of the cosine of the
+    vectors the loss compares (before ReLU; for the angle variants the cosine of their angle);
+    for the other variants also ``cos_sim_plain_mean``, the plain cosine, so runs with different
+    variants stay comparable; ``angle_deg_mean`` for the angle variants; ``n_massive_dims`` for
+    the ``*_no_massive`` variants.
     """
     _check_variant(variant, REROUTE_VARIANTS, "reroute_loss")
-    if massive_dims is not None and variant != "cosine_no_massive":
+    no_massive = variant.endswith("_no_massive")
+    if massive_dims is not None and not no_massive:
         raise ValueError(
-            f"massive_dims is only used by variant 'cosine_no_massive', not {variant!r}"
+            f"massive_dims is only used by the '*_no_massive' variants, not {variant!r}"
         )
     sel, tok_w = _token_selection(h, mask, weights, "reroute_loss", h0=h0)
     x = h[:, sel].float()  # [L, N, H]
@@ -128,13 +149,18 @@ def reroute_loss(
     stats: dict[str, Tensor] = {}
     if variant != "cosine":
         stats["cos_sim_plain_mean"] = _cosine(x, x0).detach().mean()
-    if variant == "cosine_no_massive":
+    if no_massive:
         dims = _resolve_massive(h0, mask, massive_dims, massive_ratio, h.shape[-1])
         x, x0 = _zero_dims(x, dims), _zero_dims(x0, dims)
         stats["n_massive_dims"] = torch.tensor(float(len(dims)), device=h.device)
     elif variant == "cosine_normalized":
         rms = x0.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(_EPS)  # [L, 1, H]
         x, x0 = x / rms, x0 / rms
+    if variant.startswith("angle"):
+        theta = _angle(x, x0)  # [L, N]
+        stats["cos_sim_mean"] = theta.detach().cos().mean()
+        stats["angle_deg_mean"] = theta.detach().rad2deg().mean()
+        return _weighted_mean(torch.relu(1.0 - theta * (2.0 / math.pi)), tok_w), stats
     cos = _cosine(x, x0)  # [L, N]
     stats["cos_sim_mean"] = cos.detach().mean()
     return _weighted_mean(torch.relu(cos), tok_w), stats
@@ -236,6 +262,20 @@ def _cosine(a: Tensor, b: Tensor) -> Tensor:
     """Cosine over the last dim; norms clamped at a tiny eps so a zero vector gives 0, not NaN."""
     dot = (a * b).sum(dim=-1)
     return dot / (a.norm(dim=-1).clamp_min(_EPS) * b.norm(dim=-1).clamp_min(_EPS))
+
+
+def _angle(a: Tensor, b: Tensor) -> Tensor:
+    """Angle in radians between ``a`` and ``b`` over the last dim: ``atan2(|a_perp|, a . b_hat)``.
+
+    ``a_perp`` is the part of ``a`` orthogonal to ``b``. Its norm is taken as
+    ``sqrt(|a_perp|^2 + tiny)`` so that ``a == b`` (an adapter that has not moved yet) gives a
+    finite gradient, not NaN.
+    """
+    b_hat = b / b.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    par = (a * b_hat).sum(dim=-1)
+    perp = a - par[..., None] * b_hat
+    perp_norm = (perp.pow(2).sum(dim=-1) + _TINY).sqrt()
+    return torch.atan2(perp_norm, par)
 
 
 def _resolve_massive(

@@ -240,7 +240,7 @@ class CircuitBreakerTrainer(Trainer):
             h_mask,
             h_w,
             variant=a.reroute_variant,
-            **(massive if "massive" in a.reroute_variant else {}),
+            **(massive if a.reroute_variant.endswith("_no_massive") else {}),
         )
         l_ret, ret_stats = retain_loss(
             r,
@@ -248,7 +248,7 @@ class CircuitBreakerTrainer(Trainer):
             r_mask,
             r_w,
             variant=a.retain_variant,
-            **(massive if "massive" in a.retain_variant else {}),
+            **(massive if a.retain_variant.endswith("_no_massive") else {}),
         )
         loss = cs * l_rr + cr * l_ret
         check_finite_loss(loss, l_rr, l_ret, step, self.last_checkpoint)
@@ -260,9 +260,13 @@ class CircuitBreakerTrainer(Trainer):
         m["cr"].append(cr)
         m["rr/cos_sim_mean"].append(rr_stats["cos_sim_mean"].item())
         m["ret/l2_mean"].append(ret_stats["l2_mean"].item())
-        for key, src in (("rr/cos_sim_plain_mean", rr_stats), ("ret/l2_relative_mean", ret_stats)):
-            if key.split("/")[1] in src:
-                m[key].append(src[key.split("/")[1]].item())
+        for prefix, stats, name in (
+            ("rr", rr_stats, "cos_sim_plain_mean"),
+            ("rr", rr_stats, "angle_deg_mean"),
+            ("ret", ret_stats, "l2_relative_mean"),
+        ):
+            if name in stats:
+                m[f"{prefix}/{name}"].append(stats[name].item())
         m["mask/harmful_frac"].append((h_mask.sum() / h_att.sum()).item())
         m["mask/retain_frac"].append((r_mask.sum() / r_att.sum()).item())
         m["mix/dr_ds_weighted"].append((r_w.sum() / h_w.sum().clamp_min(1e-8)).item())
