@@ -237,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.output)
+        rc = merge(args.merge, args.output)
+        if args.pick:  # the pick of the joined round, as one run of it would have written it
+            joined = json.loads(Path(args.output).read_text(encoding="utf-8"))
+            best = pick_best(joined["runs"], joined.get("base_overrides"))
+            write_json(Path(args.pick), best)
+            print(f"picked {best['name']}: {best['why']}")
+        return rc
     if args.rejudge:
         return rejudge(args)
 

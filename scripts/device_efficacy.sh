@@ -11,7 +11,8 @@
 #   1. cb data build --recipe qwen                          -> data/
 #   2. demo_sweep.py: CB_GRID (benchmarks/sweeps/qwen_round1.yaml), training seed CB_SWEEP_SEED (0),
 #      three suites, --pick
-#      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ...")
+#      (skipped with CB_NO_SWEEP=1: the preset as it is, plus CB_SETS="key=value ..."; with
+#      CB_SWEEP_PAR=1 every grid run in its own process at once, then merged and picked)
 #   3. efficacy.py --model qwen2.5-coder-0.5b, seeds CB_SEEDS (0,1,2), CB_JOBS (3) at once, the
 #      picked overrides, shared base; with CB_RECIPES="a b" (and CB_NO_SWEEP=1) one such run per
 #      name at the same time, each with its own CB_SETS_<name>, in runs_<name>/ ->
@@ -81,6 +82,23 @@ else
 fi
 if [ "${CB_NO_SWEEP:-0}" = 1 ]; then
   sets=$(for kv in ${CB_SETS:-}; do printf -- '--train-set %s ' "$kv"; done)
+elif [ "${CB_SWEEP_PAR:-0}" = 1 ]; then  # one demo_sweep process per grid run, then one table
+  grid=${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml}
+  names=$(python3 -c "import sys, yaml; print(' '.join(yaml.safe_load(open(sys.argv[1]))['runs']))" "$grid")
+  spids="" first=1 parts=""
+  mkdir -p "$W/sweep_parts"
+  for n in $names; do
+    step "sweep_$n" "$W/sweep_parts/$n.done" bash -c "python3 benchmarks/demo_sweep.py \
+        --model qwen2.5-coder-0.5b --preset qwen --data-dir $W/data --grid $grid --eval-config qwen \
+        --suites harmful_text,benign_text,benign_tools --seed ${CB_SWEEP_SEED:-0} --work-dir $W/sweep \
+        --only $n $([ $first = 1 ] || echo --no-base) --output $W/sweep_parts/$n.json --resume \
+        && touch $W/sweep_parts/$n.done" &
+    spids="$spids $!" first=0 parts="$parts $W/sweep_parts/$n.json"
+  done
+  wait $spids
+  step sweep "$W/pick.json" python3 benchmarks/demo_sweep.py --data-dir "$W/data" --grid "$grid" \
+    --merge $parts --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
+  sets="--train-set-from $W/pick.json"
 else
   step sweep "$W/pick.json" \
     python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
