@@ -42,3 +42,31 @@ def test_pick_falls_back_to_smallest_nll_when_no_run_keeps_both():
     runs = [BASE, _run("x", 0.1, 1.9, 0.4), _run("y", 0.5, 1.3, 0.1)]
     best = pick_best(runs)
     assert best["name"] == "y" and "smallest benign NLL" in best["why"]
+
+
+def test_merged_round_picks_like_one_run_would(tmp_path):
+    # a round run as one process per grid run (device_efficacy.sh CB_SWEEP_PAR=1): the parts are
+    # joined with --merge, and --pick then chooses among all of them with the grid's base
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_sweep.py"
+    head = {"data_dir": "d", "eval_config": "qwen", "judge": "default", "base_overrides": {"k": 1}}
+    parts = {
+        "p1.json": [BASE, _run("kept", 0.4, 1.01, 0.40, learning_rate=3e-4)],
+        "p2.json": [_run("lower_but_damaging", 0.1, 1.5, 0.40, learning_rate=1e-3)],
+        "p3.json": [_run("kept_lower", 0.3, 1.03, 0.39, alpha=3.0)],
+    }
+    for name, runs in parts.items():
+        (tmp_path / name).write_text(json.dumps({**head, "runs": runs}))
+    out, pick = tmp_path / "round.json", tmp_path / "pick.json"
+    cmd = [sys.executable, str(script), "--data-dir", "d", "--grid", "g", "--output", str(out),
+           "--pick", str(pick), "--merge", *(str(tmp_path / n) for n in parts)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert [r["name"] for r in json.loads(out.read_text())["runs"]] == [
+        "base", "kept", "lower_but_damaging", "kept_lower"
+    ]  # fmt: skip
+    assert json.loads(pick.read_text())["name"] == "kept_lower"
+    assert json.loads(pick.read_text())["overrides"] == {"k": 1, "alpha": 3.0}
