@@ -80,31 +80,28 @@ else
   step data "$W/data/stats.json" \
     python3 -m circuit_breakers.cli data build --recipe qwen --output-dir "$W/data" || { collect; exit 1; }
 fi
+grid=${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml}
+sweep_args="benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen --data-dir $W/data \
+  --grid $grid --eval-config qwen --suites harmful_text,benign_text,benign_tools \
+  --seed ${CB_SWEEP_SEED:-0} --work-dir $W/sweep --resume"
 if [ "${CB_NO_SWEEP:-0}" = 1 ]; then
   sets=$(for kv in ${CB_SETS:-}; do printf -- '--train-set %s ' "$kv"; done)
 elif [ "${CB_SWEEP_PAR:-0}" = 1 ]; then  # one demo_sweep process per grid run, then one table
-  grid=${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml}
   names=$(python3 -c "import sys, yaml; print(' '.join(yaml.safe_load(open(sys.argv[1]))['runs']))" "$grid")
-  spids="" first=1 parts=""
+  spids="" base="" parts=""
   mkdir -p "$W/sweep_parts"
-  for n in $names; do
-    step "sweep_$n" "$W/sweep_parts/$n.done" bash -c "python3 benchmarks/demo_sweep.py \
-        --model qwen2.5-coder-0.5b --preset qwen --data-dir $W/data --grid $grid --eval-config qwen \
-        --suites harmful_text,benign_text,benign_tools --seed ${CB_SWEEP_SEED:-0} --work-dir $W/sweep \
-        --only $n $([ $first = 1 ] || echo --no-base) --output $W/sweep_parts/$n.json --resume \
-        && touch $W/sweep_parts/$n.done" &
-    spids="$spids $!" first=0 parts="$parts $W/sweep_parts/$n.json"
+  for n in $names; do  # the first process also evaluates the base model
+    step "sweep_$n" "$W/sweep_parts/$n.done" bash -c "python3 $sweep_args --only $n $base \
+        --output $W/sweep_parts/$n.json && touch $W/sweep_parts/$n.done" &
+    spids="$spids $!" base="--no-base" parts="$parts $W/sweep_parts/$n.json"
   done
   wait $spids
   step sweep "$W/pick.json" python3 benchmarks/demo_sweep.py --data-dir "$W/data" --grid "$grid" \
     --merge $parts --output "$W/sweep_qwen1.json" --pick "$W/pick.json" || { collect; exit 1; }
   sets="--train-set-from $W/pick.json"
 else
-  step sweep "$W/pick.json" \
-    python3 benchmarks/demo_sweep.py --model qwen2.5-coder-0.5b --preset qwen \
-      --data-dir "$W/data" --grid ${CB_GRID:-benchmarks/sweeps/qwen_round1.yaml} --eval-config qwen \
-      --suites harmful_text,benign_text,benign_tools --seed "${CB_SWEEP_SEED:-0}" --work-dir "$W/sweep" \
-      --output "$W/sweep_qwen1.json" --resume --pick "$W/pick.json" || { collect; exit 1; }
+  step sweep "$W/pick.json" python3 $sweep_args --output "$W/sweep_qwen1.json" \
+    --pick "$W/pick.json" || { collect; exit 1; }
   sets="--train-set-from $W/pick.json"
 fi
 attack() {  # attack METHOD [--adapter PATH]: one attack run of the benchmark, resumable
