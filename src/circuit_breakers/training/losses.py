@@ -97,6 +97,11 @@ def stack_layers(states: dict[int, Tensor], layers: Sequence[int]) -> Tensor:
     return torch.stack([states[layer] for layer in layers])
 
 
+def uses_massive_dims(variant: str) -> bool:
+    """Whether a reroute or retain variant leaves the massive dims out (the ``*_no_massive`` ones)."""
+    return variant.endswith("_no_massive")
+
+
 def find_massive_dims(h0: Tensor, mask: Tensor, ratio: float = DEFAULT_MASSIVE_RATIO) -> list[int]:
     """Dims whose mean |x| over the masked tokens exceeds ``ratio`` x the median dim's.
 
@@ -138,7 +143,7 @@ def reroute_loss(
     the ``*_no_massive`` variants.
     """
     _check_variant(variant, REROUTE_VARIANTS, "reroute_loss")
-    no_massive = variant.endswith("_no_massive")
+    no_massive = uses_massive_dims(variant)
     if massive_dims is not None and not no_massive:
         raise ValueError(
             f"massive_dims is only used by the '*_no_massive' variants, not {variant!r}"
@@ -187,7 +192,7 @@ def retain_loss(
     ``n_massive_dims`` for the ``*_no_massive`` variants.
     """
     _check_variant(variant, RETAIN_VARIANTS, "retain_loss")
-    no_massive = variant.endswith("_no_massive")
+    no_massive = uses_massive_dims(variant)
     if massive_dims is not None and not no_massive:
         raise ValueError(
             f"massive_dims is only used by the '*_no_massive' variants, not {variant!r}"

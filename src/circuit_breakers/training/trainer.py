@@ -33,7 +33,12 @@ from circuit_breakers.training.collator import row_weights
 from circuit_breakers.training.distributed import reduce_metrics
 from circuit_breakers.training.experimental import knob
 from circuit_breakers.training.lora import forwards_replaced, lora_fast_path, mask_lora_inputs
-from circuit_breakers.training.losses import find_massive_dims, reroute_loss, retain_loss
+from circuit_breakers.training.losses import (
+    find_massive_dims,
+    reroute_loss,
+    retain_loss,
+    uses_massive_dims,
+)
 from circuit_breakers.training.packing import pack, packed_attention
 from circuit_breakers.training.schedules import coefficients, curriculum_weights, progress
 
@@ -223,7 +228,7 @@ class CircuitBreakerTrainer(Trainer):
         )
 
         h, h0, r, r0 = self.target_states(model, h_ids, h_att, r_ids, r_att)
-        uses_massive = "massive" in a.reroute_variant + a.retain_variant
+        uses_massive = uses_massive_dims(a.reroute_variant) or uses_massive_dims(a.retain_variant)
         skip_massive_inputs = knob(a, "lora_skip_massive_inputs")
         if self.massive_dims is None and (uses_massive or skip_massive_inputs):
             self.massive_dims = find_massive_dims(
@@ -240,7 +245,7 @@ class CircuitBreakerTrainer(Trainer):
             h_mask,
             h_w,
             variant=a.reroute_variant,
-            **(massive if a.reroute_variant.endswith("_no_massive") else {}),
+            **(massive if uses_massive_dims(a.reroute_variant) else {}),
         )
         l_ret, ret_stats = retain_loss(
             r,
@@ -248,7 +253,7 @@ class CircuitBreakerTrainer(Trainer):
             r_mask,
             r_w,
             variant=a.retain_variant,
-            **(massive if a.retain_variant.endswith("_no_massive") else {}),
+            **(massive if uses_massive_dims(a.retain_variant) else {}),
         )
         loss = cs * l_rr + cr * l_ret
         check_finite_loss(loss, l_rr, l_ret, step, self.last_checkpoint)
